@@ -1,0 +1,38 @@
+"""fastmix: fused kernels, fast attacks and training loops for mixup-style adversarial training.
+
+``import fastmix`` is cheap and safe on any machine: the compiled extension
+(``fastmix._C``) and Triton are loaded on first use, CUDA is never initialised by the
+import, and a missing backend falls back to the torch reference with one warning.
+``python -m fastmix.info`` prints every backend's status.
+
+Layers (see DESIGN.md): ``fastmix.ops`` (fused primitives), ``fastmix.attacks``,
+``fastmix.methods``, ``fastmix.train`` / ``fastmix.eval`` / ``fastmix.cli``.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+from . import ops  # noqa: E402  (pure Python; touches no compiled code at import)
+
+# Attack classes and friends are exported lazily so that `import fastmix` stays light.
+_LAZY = {
+    "PGD": "fastmix.attacks", "FGSM": "fastmix.attacks", "CW": "fastmix.attacks",
+    "APGD": "fastmix.attacks", "APGDT": "fastmix.attacks", "AutoAttack": "fastmix.attacks",
+    "MixupInference": "fastmix.methods.mixup_inference",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in ("attacks", "models", "data", "methods", "train", "eval", "kernels", "info"):
+        return importlib.import_module(f"fastmix.{name}")
+    raise AttributeError(f"module 'fastmix' has no attribute {name!r}")
+
+
+def backends() -> dict:
+    """{backend: (available, reason)} for torch, cpp, cuda and triton."""
+    from . import _backend
+    return _backend.report()
