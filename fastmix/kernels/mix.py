@@ -1,0 +1,55 @@
+"""Triton kernel of batched gather-mixing (``mix``, METHODS.md 1.3; Mixup, Zhang et al. 2018):
+``out[i] = lam_i * a[i] + (1 - lam_i) * b[index_i]``.
+
+The gather is fused into the blend, so ``b[index]`` is never materialised. ``a`` and
+``b`` share their per-sample layout (kernel form), so sample ``j`` of ``b`` is the
+storage block ``[j*D, (j+1)*D)`` whatever the batch size of ``b``.
+"""
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ._common import cdiv, check, check_images, check_vec, pow2, register, warps_for, wrap_triton
+
+_MAX_BLOCK = 2048
+
+
+@triton.jit
+def _mix_kernel(a_ptr, b_ptr, lam_ptr, index_ptr, out_ptr, D, n_chunks, BLOCK: tl.constexpr):
+    """One (sample, block) per program, so lam and the gathered row are scalar loads."""
+    pid = tl.program_id(0)
+    s = pid // n_chunks
+    offs = (pid - s * n_chunks) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < D
+    lam = tl.load(lam_ptr + s)
+    j = tl.load(index_ptr + s)  # int64: j*D cannot overflow
+    a = tl.load(a_ptr + s.to(tl.int64) * D + offs, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + j * D + offs, mask=mask, other=0.0).to(tl.float32)
+    y = lam * a + (1.0 - lam) * b
+    tl.store(out_ptr + s.to(tl.int64) * D + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@register("fastmix::mix_triton", mutates_args=())
+def mix_triton(a: Tensor, b: Tensor, lam: Tensor, index: Tensor) -> Tensor:
+    op = "mix"
+    check_images(op, a, b, same_batch=False)
+    B = a.shape[0]
+    check(b.dim() == a.dim() and b.shape[1:] == a.shape[1:], op,
+          f"per-sample shapes differ: a {tuple(a.shape)}, b {tuple(b.shape)}")
+    check_vec(op, "lam", lam, B, torch.float32, a.device)
+    check_vec(op, "index", index, B, torch.int64, a.device)
+    out = torch.empty_like(a)
+    D = a.numel() // B if B > 0 else 0
+    if D == 0:
+        return out
+    block = min(_MAX_BLOCK, max(16, pow2(D)))
+    n_chunks = cdiv(D, block)
+    wrap_triton(_mix_kernel)[(B * n_chunks,)](a, b, lam, index, out, D, n_chunks, BLOCK=block,
+                                              num_warps=warps_for(block))
+    return out
+
+
+@mix_triton.register_fake
+def _(a, b, lam, index):
+    return torch.empty_like(a)
