@@ -1,0 +1,92 @@
+// Host-side helpers shared by the CPU (.cpp) and CUDA (.cu) kernels of fastmix._C:
+// the dtype dispatch and the cheap structural checks of the "kernel form" of
+// docs/OPS.md.  The Python front already normalises every argument, so these checks
+// only guard against a front bug turning into out-of-bounds memory accesses; they
+// never inspect tensor values (that would need a device sync on CUDA).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+namespace fastmix {
+
+// Dispatch over the three float dtypes the kernels support, defining `scalar_t`
+// for the body.  AT_DISPATCH_FLOATING_TYPES_AND2 would also instantiate double,
+// which the contract does not allow and which the float32 arithmetic would
+// silently degrade, so we spell out the three cases ourselves.
+#define FASTMIX_DISPATCH_FLOAT(TYPE, NAME, ...)                                          \
+  [&] {                                                                                  \
+    const at::ScalarType _fm_st = (TYPE);                                                \
+    switch (_fm_st) {                                                                    \
+      case at::kFloat: {                                                                 \
+        using scalar_t = float;                                                          \
+        return __VA_ARGS__();                                                            \
+      }                                                                                  \
+      case at::kBFloat16: {                                                              \
+        using scalar_t = at::BFloat16;                                                   \
+        return __VA_ARGS__();                                                            \
+      }                                                                                  \
+      case at::kHalf: {                                                                  \
+        using scalar_t = at::Half;                                                       \
+        return __VA_ARGS__();                                                            \
+      }                                                                                  \
+      default:                                                                           \
+        TORCH_CHECK(false, NAME, ": expected float32, bfloat16 or float16, got ", _fm_st); \
+    }                                                                                    \
+  }()
+
+// Per-sample element count D of an image-like tensor, after checking that sample i
+// is the contiguous block [i*D, (i+1)*D) of its storage (dense, batch outermost).
+inline int64_t sample_numel(const char* op, const at::Tensor& t) {
+  TORCH_CHECK(t.dim() >= 1, op, ": expected a batched tensor, got a 0-d tensor");
+  TORCH_CHECK(t.is_non_overlapping_and_dense(), op,
+              ": image-like tensors must be dense (contiguous or channels-last)");
+  const int64_t B = t.size(0);
+  const int64_t D = B > 0 ? t.numel() / B : 0;
+  TORCH_CHECK(B <= 1 || D == 0 || t.stride(0) == D, op,
+              ": the batch dimension must be outermost in memory");
+  return D;
+}
+
+// `t` must share `ref`'s per-sample shape and memory layout (so raw storage offsets
+// line up).  Strides of size-1 dimensions are irrelevant to the layout and are not
+// compared; `same_batch` also requires the same batch size.
+inline void check_like(const char* op, const at::Tensor& ref, const at::Tensor& t, const char* name,
+                       bool same_batch = true, bool same_dtype = true) {
+  TORCH_CHECK(t.dim() == ref.dim(), op, ": ", name, " must have ", ref.dim(), " dims, got ", t.dim());
+  for (int64_t d = same_batch ? 0 : 1; d < ref.dim(); ++d) {
+    TORCH_CHECK(t.size(d) == ref.size(d), op, ": ", name, " has shape ", t.sizes(), ", expected ",
+                ref.sizes());
+    TORCH_CHECK(d == 0 || t.size(d) == 1 || t.stride(d) == ref.stride(d), op, ": ", name,
+                " must have the same memory format as the first input");
+  }
+  TORCH_CHECK(!same_dtype || t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ",
+              t.scalar_type(), ", expected ", ref.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), ", expected ",
+              ref.device());
+}
+
+// A per-sample vector (float32 scalars, or int64 labels/indices): contiguous, shape (B,).
+inline void check_vec(const char* op, const at::Tensor& t, int64_t B, const char* name,
+                      const at::Device& dev, at::ScalarType st = at::kFloat) {
+  TORCH_CHECK(t.scalar_type() == st, op, ": ", name, " must be ", st, ", got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == B, op, ": ", name, " must have shape (", B, ",), got ",
+              t.sizes());
+  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous");
+  TORCH_CHECK(t.device() == dev, op, ": ", name, " is on ", t.device(), ", expected ", dev);
+}
+
+// Logits: 2-D (B, C) contiguous float with C >= 2.
+inline void check_logits(const char* op, const at::Tensor& z) {
+  TORCH_CHECK(z.dim() == 2, op, ": logits must be 2-D (B, C), got ", z.sizes());
+  TORCH_CHECK(z.size(1) >= 2, op, ": need at least 2 classes, got ", z.size(1));
+  TORCH_CHECK(z.is_contiguous(), op, ": logits must be contiguous");
+}
+
+// norm code of the schemas: 0 = L-inf, 2 = L2.
+inline void check_norm(const char* op, int64_t norm) {
+  TORCH_CHECK(norm == 0 || norm == 2, op, ": norm must be 0 (L-inf) or 2 (L2), got ", norm);
+}
+
+}  // namespace fastmix

@@ -1,0 +1,337 @@
+"""The ``fastmix`` command: ``train``, ``eval``, ``demo``, ``bench``, ``info``.
+
+    fastmix train --method at --dataset digits --epochs 15 --eps 0.1 --out runs/digits-at
+    fastmix eval --checkpoint runs/digits-at/last.pt --attacks clean,fgsm,pgd20,cw20 --json
+    fastmix demo                      # standard vs PGD-AT on digits, ~2 minutes on 2 CPU cores
+    torchrun --nproc_per_node 2 -m fastmix train ...   # DDP (gloo on CPU, nccl on GPU)
+
+Radii and step sizes are in [0, 1] pixel units and accept fractions (``--eps 8/255``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+# ----------------------------------------------------------------------------- parsing
+def _number(text: str) -> float:
+    """``0.1``, ``8/255`` -> float (argparse type)."""
+    try:
+        if "/" in text:
+            a, b = text.split("/", 1)
+            return float(a) / float(b)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {text!r}") from None
+
+
+def _value(text: str):
+    """An option value: JSON (numbers, true/false/null, lists, dicts), a fraction, or a string."""
+    low = text.lower()
+    if low in ("true", "false", "none", "null"):
+        return {"true": True, "false": False}.get(low)
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return _number(text)
+    except argparse.ArgumentTypeError:
+        return text
+
+
+def _options(pairs, flag: str) -> dict:
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise SystemExit(f"error: {flag} expects KEY=VALUE, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip().replace("-", "_")] = _value(v)
+    return out
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 30,45, got {text!r}") from None
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from .data import NAMES as DATASETS
+    from .methods import METHODS
+    from .models import NAMES as MODELS
+    from .train.config import AMP_MODES, COMPILE_MODES
+    from .train.schedule import KINDS
+
+    g = p.add_argument_group("what to train")
+    g.add_argument("--method", default="at", choices=sorted(METHODS), help="training method (default: at)")
+    g.add_argument("--opt", action="append", metavar="KEY=VALUE",
+                   help="a method option, repeatable (e.g. --opt beta=6 for trades, --opt burn_in=5 for gairat)")
+    g.add_argument("--base", choices=("at", "trades", "gairat", "fastat"),
+                   help="gif / at-mixup: the adversarial-training method they wrap (default at)")
+    g.add_argument("--dataset", default="digits", choices=DATASETS, help="dataset (default: digits, no download)")
+    g.add_argument("--data-dir", default=None, help="directory with the dataset's files "
+                   "(default $FASTMIX_DATA or ./data; e.g. ../shared/data/mnist)")
+    g.add_argument("--download", action="store_true", help="download missing files through torchvision")
+    g.add_argument("--model", default=None, help=f"one of {', '.join(MODELS)} or wrn-D-W (default: per dataset)")
+    g.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="a model option (e.g. width=16)")
+    g = p.add_argument_group("optimisation (defaults per dataset, see fastmix.train.DATASET_DEFAULTS)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="global batch size (over all processes)")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--nesterov", action="store_true")
+    g.add_argument("--schedule", choices=KINDS, default="piecewise")
+    g.add_argument("--milestones", type=_ints, help="piecewise: epochs after which lr *= gamma (default E/2,3E/4)")
+    g.add_argument("--gamma", type=float, default=0.1)
+    g = p.add_argument_group("attacks (pixel units)")
+    g.add_argument("--eps", type=_number, help="L-inf radius (digits 0.1, mnist 0.3, cifar 8/255, svhn 4/255)")
+    g.add_argument("--alpha", type=_number, help="training attack step (default per dataset, else eps/4)")
+    g.add_argument("--steps", type=int, help="training attack steps K")
+    g.add_argument("--eval-steps", type=int, default=20, help="PGD steps of the per-epoch held-out evaluation")
+    g.add_argument("--eval-alpha", type=_number, help="its step (default eps/4)")
+    g.add_argument("--eval-samples", type=int, help="held-out images evaluated per epoch")
+    g.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (and the last)")
+    g = p.add_argument_group("engine")
+    g.add_argument("--amp", choices=AMP_MODES, default="none")
+    g.add_argument("--channels-last", action="store_true")
+    g.add_argument("--compile", choices=COMPILE_MODES, default="none",
+                   help="'model': torch.compile the model; 'graphs': capture each attack's K steps in a CUDA "
+                        "graph and compile the training forward. GPU only")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    g.add_argument("--threads", type=int, help="CPU intra-op threads (torch.set_num_threads; default: torch's)")
+    g.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<method>)")
+    g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (its stored configuration wins)")
+    g.add_argument("--stop-after", type=int, help="stop after this epoch (a clean stand-in for a kill)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def config_from_args(a) -> "TrainConfig":
+    from .train.config import TrainConfig
+    opts = _options(a.opt, "--opt")
+    if getattr(a, "base", None):
+        if a.method not in ("gif", "at-mixup"):
+            raise ValueError(f"--base applies to --method gif or at-mixup, not {a.method!r}")
+        opts["base"] = a.base
+    return TrainConfig.for_dataset(
+        a.dataset, method=a.method, method_opts=opts, data_dir=a.data_dir,
+        download=a.download, model=a.model, model_opts=_options(a.model_opt, "--model-opt"), epochs=a.epochs,
+        batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay, nesterov=a.nesterov,
+        schedule=a.schedule, milestones=a.milestones, gamma=a.gamma, eps=a.eps, alpha=a.alpha, steps=a.steps,
+        eval_steps=a.eval_steps, eval_alpha=a.eval_alpha, eval_samples=a.eval_samples, eval_every=a.eval_every,
+        amp=a.amp, channels_last=a.channels_last, compile=a.compile, seed=a.seed, deterministic=a.deterministic,
+        out=a.out or os.path.join("runs", f"{a.dataset}-{a.method}"), resume=a.resume, stop_after=a.stop_after,
+        device=a.device, progress=not a.no_progress)
+
+
+# ------------------------------------------------------------------------------ commands
+def _threads(n) -> None:
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"threads must be >= 1, got {n}")
+        import torch
+        torch.set_num_threads(n)
+
+
+def cmd_train(a) -> int:
+    from .train import train
+    _threads(a.threads)
+    cfg = config_from_args(a)
+    t = train(cfg)
+    if t.info.is_main and t.history:
+        last = t.history[-1]
+        print(json.dumps({"out": cfg.out, "epochs": last["epoch"], "clean_acc": last["clean_acc"],
+                          "pgd_acc": last["pgd_acc"], "best": t.best}))
+    return 0
+
+
+def evaluate_checkpoint(path: str, attacks: list[str], *, eps: float | None = None, alpha: float | None = None,
+                        samples: int | None = None, batch_size: int = 500, data_dir: str | None = None,
+                        device: str = "auto", seed: int = 0, splits=None) -> dict:
+    """Rebuild the model and dataset a checkpoint names and return ``{attack: accuracy}``
+    on its held-out split (the first ``samples`` images, default all)."""
+    import torch
+
+    from . import data as fdata
+    from .train.config import DATASET_DEFAULTS
+    from .train.evaluate import accuracy, parse_attack
+    from .train.trainer import load_model
+
+    model, st = load_model(path, device)
+    cfg = st["config"]
+    dev = next(model.parameters()).device
+    if splits is None:
+        splits = fdata.load(cfg["dataset"], data_dir or cfg.get("data_dir"), seed=0)
+    test = splits.test
+    if samples is not None:
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        test = test.subset(torch.arange(min(samples, len(test))))
+    if eps is None:
+        eps = cfg["eps"] if cfg["eps"] > 0 else DATASET_DEFAULTS[cfg["dataset"]]["eps"]
+    named = {name: parse_attack(name, eps, alpha) for name in attacks}
+    loader = fdata.DeviceLoader(test, batch_size, shuffle=False, device=dev)
+    return accuracy(model, loader, named, seed=seed)
+
+
+def cmd_eval(a) -> int:
+    attacks = [s.strip() for s in a.attacks.split(",") if s.strip()]
+    if a.mi:
+        return cmd_eval_mi(a, attacks)
+    res = evaluate_checkpoint(a.checkpoint, attacks, eps=a.eps, alpha=a.alpha, samples=a.samples,
+                              batch_size=a.batch_size, data_dir=a.data_dir, device=a.device, seed=a.seed)
+    if a.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:>8s}  {100 * v:6.2f}%")
+    return 0
+
+
+def cmd_eval_mi(a, attacks: list[str]) -> int:
+    """``fastmix eval --mi MODE``: plain vs Mixup-Inference accuracy under oblivious attacks
+    (and adaptive EOT attacks with ``--mi-eot N_A``). The last ``--mi-pool`` held-out images
+    are MI's clean pool; the evaluated images are taken from the rest."""
+    import torch
+
+    from . import data as fdata
+    from .methods.mixup_inference import evaluate
+    from .train.trainer import load_model
+
+    model, st = load_model(a.checkpoint, a.device)
+    cfg = st["config"]
+    dev = next(model.parameters()).device
+    test = fdata.load(cfg["dataset"], a.data_dir or cfg.get("data_dir"), seed=0).test
+    n_pool = len(test) // 2 if a.mi_pool is None else a.mi_pool
+    if not 0 < n_pool < len(test):
+        raise ValueError(f"--mi-pool must be in (0, {len(test)}) (held-out images), got {n_pool}")
+    x = test.images.to(dev, torch.float32).div_(255.0)
+    y = test.labels.to(dev)
+    n_eval = len(test) - n_pool if a.samples is None else min(a.samples, len(test) - n_pool)
+    eps = a.eps if a.eps is not None else cfg["eps"]
+    res = evaluate(model, x[:n_eval], y[:n_eval], x[-n_pool:], y[-n_pool:], attacks=attacks, eps=eps,
+                   alpha=a.alpha, mode=a.mi, lam=a.mi_lam, n=a.mi_n, threshold=a.mi_threshold,
+                   eot_iter=a.mi_eot, batch_size=a.batch_size, seed=a.seed)
+    if a.json:
+        print(json.dumps(res))
+    else:
+        print(f"Mixup Inference ({a.mi}) on {n_eval} held-out images, pool of {n_pool}, eps {eps:g}")
+        for k, v in res.items():
+            print(f"{k:>16s}  {100 * v:6.2f}%")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    """Standard training vs PGD-AT on digits, then clean/FGSM/PGD-20/CW-20 accuracy of both."""
+    from .train import TrainConfig, train
+    _threads(a.threads)
+    t0 = time.perf_counter()
+    attacks = ["clean", "fgsm", "pgd20", "cw20"]
+    rows = {}
+    for method in a.methods.split(","):
+        cfg = TrainConfig.for_dataset("digits", method=method, epochs=a.epochs)
+        cfg = TrainConfig.for_dataset("digits", method=method, epochs=cfg.epochs, eval_every=cfg.epochs,
+                                      out=os.path.join(a.out, method), progress=not a.quiet, seed=a.seed)
+        print(f"== training {method} on digits: {cfg.model} {cfg.model_opts}, {cfg.epochs} epochs, "
+              f"eps {cfg.eps}, attack steps {cfg.steps}", flush=True)
+        t = train(cfg)
+        rows[method] = evaluate_checkpoint(os.path.join(cfg.out, "last.pt"), attacks, splits=t.splits,
+                                           seed=a.seed)
+        rows[method]["train_s"] = sum(h["seconds"] for h in t.history)
+    wall = time.perf_counter() - t0
+    eps = TrainConfig.for_dataset("digits").eps
+    print(f"\ndigits held-out set (360 images), L-inf eps = {eps} (pixel units), last epoch:\n")
+    head = f"| method   | {' | '.join(f'{k:>6s}' for k in attacks)} | train s |"
+    print(head)
+    print("|" + "|".join("-" * (len(c) + 0) for c in head.split("|")[1:-1]) + "|")
+    for m, r in rows.items():
+        cells = " | ".join(f"{100 * r[k]:5.1f}%" for k in attacks)
+        print(f"| {m:8s} | {cells} | {r['train_s']:7.1f} |")
+    print(f"\nwall time {wall:.1f} s; runs in {a.out}/<method>/ (metrics.jsonl, last.pt, best.pt)")
+    if a.json:
+        print(json.dumps({"wall_s": wall, "eps": eps, "results": rows}))
+    return 0
+
+
+def cmd_bench(a, rest) -> int:
+    """``fastmix bench [ARGS]`` runs benchmarks/run.py (the ops); ``fastmix bench train [ARGS]``
+    runs benchmarks/bench_train.py (training steps and loaders)."""
+    name = "run.py"
+    if rest[:1] == ["train"]:
+        name, rest = "bench_train.py", rest[1:]
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for root in (os.getcwd(), here):
+        script = os.path.join(root, "benchmarks", name)
+        if os.path.isfile(script):
+            return subprocess.call([sys.executable, script, *rest])
+    print(f"benchmarks/{name} not found (run `fastmix bench` from a fastmix checkout)", file=sys.stderr)
+    return 2
+
+
+def cmd_info(a) -> int:
+    from . import info
+    return info.main([]) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastmix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a model with one method; writes OUT/metrics.jsonl, last.pt, best.pt")
+    _add_train_args(t)
+    e = sub.add_parser("eval", help="accuracy of a checkpoint under attacks on its held-out split")
+    e.add_argument("--checkpoint", required=True, help="a last.pt or best.pt written by fastmix train")
+    e.add_argument("--attacks", default="clean,fgsm,pgd20,cw20", help="comma-separated: clean, fgsm, pgdK, cwK")
+    e.add_argument("--eps", type=_number, help="radius (default: the training eps)")
+    e.add_argument("--alpha", type=_number, help="PGD/CW step (default eps/4)")
+    e.add_argument("--samples", type=int, help="evaluate the first N held-out images (default all)")
+    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--data-dir", default=None, help="where the dataset is now (default: as trained)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true", help="print one JSON object {attack: accuracy}")
+    e.add_argument("--mi", choices=("pl", "ol", "combined"),
+                   help="also score Mixup Inference (MI-PL, MI-OL or MI-Combined) on each attack's images")
+    e.add_argument("--mi-lam", type=_number, help="MI's lam for x (default 0.5; the paper uses 0.6 for IAT)")
+    e.add_argument("--mi-n", type=int, help="draws per image (default PL 10, OL 30, combined 15)")
+    e.add_argument("--mi-pool", type=int, help="the last N held-out images form MI's pool (default half)")
+    e.add_argument("--mi-threshold", type=float, default=0.2, help="MI-Combined's detection threshold")
+    e.add_argument("--mi-eot", type=int, default=0, metavar="N_A",
+                   help="also run each PGD/CW attack adaptively against MI (EOT over N_A draws per step)")
+    d = sub.add_parser("demo", help="standard vs PGD-AT on digits, clean-versus-robust table (~2 min on 2 cores)")
+    d.add_argument("--epochs", type=int, default=None, help="default: the digits default (30)")
+    d.add_argument("--methods", default="standard,at", help="comma-separated methods to compare")
+    d.add_argument("--out", default=os.path.join("runs", "demo"))
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (default 1: the 8x8 CNN gains nothing from more, and on a busy machine "
+                        "spinning OpenMP threads slow it several-fold)")
+    d.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    d.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    sub.add_parser("bench", help="run benchmarks/run.py, or `bench train` for benchmarks/bench_train.py "
+                                 "(arguments are passed through)", add_help=False)
+    sub.add_parser("info", help="versions and backend status (python -m fastmix.info)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return cmd_bench(None, argv[1:])
+    a = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "info": cmd_info}[a.command](a)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"fastmix {a.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""AIT: Adversarial Interpolation Training (Zhang & Xu 2020)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._mixup import soft_ce
+from .base import Method, StepOutput, register
+
+
+def ait_partner(n: int, device=None) -> Tensor:
+    """AIT's partner index: sample ``i`` is paired with ``n - 1 - i`` (the batch reversed,
+    Algorithm 1's ``x'_i = x_{n-i+1}``), int64 ``(n,)``; not a random permutation."""
+    return torch.arange(n - 1, -1, -1, device=device)
+
+
+def ait_target(y: Tensor, eps_y: float):
+    """AIT's adversarial label (Eq. 7): ``(1 - eps_y) onehot(y) + eps_y (1 - onehot(y')) / (C - 1)``
+    with ``y' = y`` reversed. In compact form (METHODS.md 1.2) that is
+    ``SoftTarget(ya=y, yb=y', w=1-eps_y, sa=1, sb=0)``: ``phi(y', 0)`` is exactly
+    ``(1 - onehot(y')) / (C - 1)``. y: int64 ``(B,)``; eps_y in [0, 1]."""
+    from ..attacks import SoftTarget
+    return SoftTarget(y, y[ait_partner(y.shape[0], y.device)], 1.0 - eps_y, 1.0, 0.0)
+
+
+@register
+class AIT(Method):
+    """Move each image towards its partner's penultimate features (cosine distance),
+    label it away from the partner's class, train on the pair with soft CE.
+
+    ``x_0 = x + U(-eps, eps)``; ``interp_steps`` (AIT's L, default 1) steps of
+    ``x - eps * sign(grad D(feat(x), feat(x')))`` projected onto the eps-ball and [0, 1]
+    (:func:`fastmix.attacks.feature_attack`, step size ``eps`` as in Algorithm 1, so the
+    shared ``alpha``/``steps`` options are not used); target :func:`ait_target`.
+
+    The official code deep-copies the network and puts the copy in eval mode for the
+    attack; the same maths runs here on the live model with BatchNorm switched to eval
+    and parameter gradients off (METHODS.md section 4), ``attack_bn`` changes the mode.
+
+    Args:
+        eps_y: label perturbation (0.5; 0.9 for CIFAR-100).
+        interp_steps: L, the feature-attack steps (1).
+        distance: ``"cos"`` (the paper's choice) or ``"l2"``.
+    """
+
+    name = "ait"
+    attack_bn = "eval"
+
+    def __init__(self, *, eps_y: float = 0.5, interp_steps: int = 1, distance: str = "cos", **kw):
+        super().__init__(**kw)
+        if not 0.0 <= eps_y <= 1.0:
+            raise ValueError(f"eps_y must be in [0, 1], got {eps_y}")
+        if not isinstance(interp_steps, int) or interp_steps < 1:
+            raise ValueError(f"interp_steps must be an int >= 1, got {interp_steps!r}")
+        if distance not in ("cos", "l2"):
+            raise ValueError(f"distance must be 'cos' or 'l2', got {distance!r}")
+        self.eps_y, self.interp_steps, self.distance = float(eps_y), interp_steps, distance
+
+    def loss(self, x, y, idx) -> StepOutput:
+        from .. import attacks
+        partner = x[ait_partner(x.shape[0], x.device)]
+        x_adv = attacks.feature_attack(self.ctx.attack_model, x, partner, eps=self.eps, alpha=self.eps,
+                                       steps=self.interp_steps, distance=self.distance, random_start=True,
+                                       bn_mode=self.attack_bn, check=False, **self.ctx.attack_options)
+        logits = self.ctx.model(x_adv)
+        return StepOutput(soft_ce(logits, ait_target(y, self.eps_y)), logits)

@@ -1,0 +1,371 @@
+"""One training loop for every method (layer 4 of DESIGN.md).
+
+The :class:`Trainer` owns the optimiser (SGD with momentum, weight decay, optional
+Nesterov), the per-step learning-rate schedule, AMP (bf16 autocast, or fp16 with a
+gradient scaler), channels-last, torch.compile / CUDA graphs (GPU only), DDP under
+torchrun, evaluation on a held-out split, atomic checkpoints and ``metrics.jsonl``. A
+method (:mod:`fastmix.methods`) supplies only the loss of a batch.
+
+Files written to ``cfg.out`` (by rank 0):
+    metrics.jsonl  one JSON object per epoch: epoch, lr, train_loss, train_acc, clean_acc,
+                   pgd_acc, seconds (training time of the epoch), images_per_s,
+                   eval_seconds, is_best, plus the method's diagnostics
+    last.pt        the checkpoint after the latest epoch (everything needed to resume)
+    best.pt        the checkpoint with the best held-out PGD accuracy so far
+    config.json    the run's configuration
+
+Resuming (``resume=True``) restores the model, optimiser, schedule, scaler, method
+state, every RNG (python, numpy, torch CPU/CUDA per rank, the loader's generator) and
+the metric history, so a run stopped after epoch k and resumed reproduces the
+uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import data as fdata
+from .. import methods as fmethods
+from .. import models as fmodels
+from . import checkpoint as ckpt
+from . import dist
+from .config import DATASET_DEFAULTS, TrainConfig
+from .evaluate import accuracy, parse_attack
+from .schedule import LRSchedule
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name == "cuda":
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(name)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: TrainConfig, splits: fdata.Splits) -> fmodels.MixableNet:
+    return fmodels.build(cfg.model, splits.num_classes, splits.in_channels, splits.image_size,
+                         mean=splits.mean, std=splits.std, **cfg.model_opts)
+
+
+class Trainer:
+    """Train ``cfg.method`` on ``cfg.dataset``; :meth:`fit` runs the remaining epochs.
+
+    Args:
+        cfg: the run configuration (see :class:`TrainConfig`).
+        splits: an already loaded dataset (default: ``fastmix.data.load`` from ``cfg``).
+    """
+
+    def __init__(self, cfg: TrainConfig, splits: fdata.Splits | None = None):
+        self.info = dist.init("cuda" if cfg.device.startswith("cuda") or
+                              (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = resolve_device(cfg.device, self.info.local_rank)
+        out_ckpt = os.path.join(cfg.out, "last.pt")
+        self.resumed_from = None
+        if cfg.resume and os.path.isfile(out_ckpt):
+            stored = ckpt.load(out_ckpt)
+            keep = {k: getattr(cfg, k) for k in ("out", "resume", "stop_after", "progress", "device", "data_dir")}
+            cfg = TrainConfig.from_dict({**stored["config"], **keep})
+            self.resumed_from = stored
+        self.cfg = cfg
+        self._deterministic_before = torch.are_deterministic_algorithms_enabled()
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        self.splits = splits if splits is not None else fdata.load(cfg.dataset, cfg.data_dir, download=cfg.download,
+                                                                    seed=0)
+        # The same initial weights on every rank (DDP would broadcast rank 0's anyway).
+        seed_all(cfg.seed)
+        self.module = build_model(cfg, self.splits)
+        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.module.to(self.device, memory_format=fmt)
+        if self.info.active and self.device.type == "cuda":
+            self.module = nn.SyncBatchNorm.convert_sync_batchnorm(self.module)
+        # Each rank's attacks draw their own noise.
+        seed_all(cfg.seed * 1_000_003 + 1 + self.info.rank)
+
+        self.loader = fdata.DeviceLoader(self.splits.train, cfg.batch_size, shuffle=True, crop=self.splits.crop,
+                                         flip=self.splits.flip, device=self.device, seed=cfg.seed,
+                                         rank=self.info.rank, world_size=self.info.world_size,
+                                         channels_last=cfg.channels_last)
+        n_eval = min(cfg.eval_samples, len(self.splits.test))
+        self.heldout = self.splits.test.subset(torch.arange(n_eval))
+        self.eval_loader = fdata.DeviceLoader(self.heldout, max(cfg.batch_size, 256), shuffle=False,
+                                              device=self.device, rank=self.info.rank,
+                                              world_size=self.info.world_size, channels_last=cfg.channels_last)
+        n_probe = min(cfg.probe_size, len(self.heldout))
+        self.probe = (self.heldout.images[:n_probe].to(self.device, torch.float32).div_(255.0),
+                      self.heldout.labels[:n_probe].to(self.device))
+
+        self.attack_model, self.train_model = self._wrap(self.module)
+        self.optimizer = torch.optim.SGD(self.module.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        self.schedule = LRSchedule(cfg.schedule, cfg.lr, cfg.epochs, len(self.loader),
+                                   milestones=cfg.milestones, gamma=cfg.gamma)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        shared = dict(eps=cfg.eps, steps=cfg.steps, **({} if cfg.alpha is None else {"alpha": cfg.alpha}))
+        self.method = fmethods.build(cfg.method, **{**shared, **cfg.method_opts})  # method options win
+        self.method.bind(fmethods.MethodContext(
+            model=self.train_model, attack_model=self.attack_model, module=self.module,
+            num_classes=self.splits.num_classes, num_train=len(self.splits.train), epochs=cfg.epochs,
+            steps_per_epoch=len(self.loader), device=self.device, rank=self.info.rank,
+            world_size=self.info.world_size, all_reduce_sum=dist.all_reduce_sum,
+            all_gather_cat=dist.all_gather_cat,
+            attack_options={"cuda_graph": True} if cfg.compile == "graphs" and self.device.type == "cuda" else {},
+            fetch=self.loader.fetch))
+        # Standard training with eps 0 is still judged at the dataset's usual radius.
+        self.eval_eps = cfg.eps if cfg.eps > 0 else DATASET_DEFAULTS[cfg.dataset]["eps"]
+        self.eval_attacks = {"clean_acc": None,
+                             "pgd_acc": parse_attack(f"pgd{cfg.eval_steps}", self.eval_eps, cfg.eval_alpha)}
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.best = {"epoch": 0, "pgd_acc": -1.0}
+        if self.resumed_from is not None:
+            self._restore(self.resumed_from)
+            self.resumed_from = None
+
+    # ----------------------------------------------------------------- set-up
+    def _wrap(self, module):
+        """(attack model, training model) around the same parameters.
+
+        ``compile="model"``: both are ``torch.compile(module)`` (static shapes: the training
+        loader drops the last batch). ``compile="graphs"``: the attacks run the eager
+        module with ``cuda_graph=True`` (each attack's K-step loop is captured once per
+        shape and replayed; see ``ctx.attack_options``) and the training forward is
+        compiled (default mode, so no CUDA graph is nested in another). With more than one
+        process the training model is DDP-wrapped; attacks never go through DDP.
+        """
+        cfg = self.cfg
+        attack_model = train_base = module
+        if cfg.compile != "none":
+            if self.device.type != "cuda":
+                warnings.warn(f"compile={cfg.compile!r} needs a GPU; running eager on {self.device}")
+            else:
+                compiled = torch.compile(module, dynamic=False)
+                train_base = compiled
+                if cfg.compile == "model":
+                    attack_model = compiled
+        train_model = train_base
+        if self.info.active:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            train_model = nn.parallel.DistributedDataParallel(module, device_ids=ids)
+            if train_base is not module:
+                train_model = torch.compile(train_model, dynamic=False)
+        return attack_model, train_model
+
+    def _autocast(self):
+        if self.cfg.amp == "none":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        rng = dist.all_gather_object(ckpt.rng_state())  # every rank's RNGs, in rank order
+        return {
+            "format": ckpt.FORMAT,
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "method": {"name": self.method.name, "hparams": self.method.hparams(),
+                       "state": self.method.state_dict()},
+            "rng": rng,
+            "loader": self.loader.state_dict(),
+            "history": list(self.history),
+            "best": dict(self.best),
+            "data": self.splits.describe(),
+            "model_args": {"name": self.cfg.model, "num_classes": self.splits.num_classes,
+                           "in_channels": self.splits.in_channels, "image_size": self.splits.image_size,
+                           "mean": self.splits.mean, "std": self.splits.std, **self.cfg.model_opts},
+            "world_size": self.info.world_size,
+        }
+
+    def _restore(self, st: dict) -> None:
+        self.module.load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.schedule.load_state_dict(st["scheduler"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.method.load_state_dict(st["method"]["state"])
+        self.loader.load_state_dict(st["loader"])
+        self.epoch, self.history, self.best = int(st["epoch"]), list(st["history"]), dict(st["best"])
+        rng = st["rng"]
+        if len(rng) == self.info.world_size:
+            ckpt.set_rng_state(rng[self.info.rank])
+        else:
+            warnings.warn(f"checkpoint was written by {len(rng)} process(es), this run has "
+                          f"{self.info.world_size}: RNG streams are re-seeded, so the run will not be bit-exact")
+            seed_all(self.cfg.seed * 1_000_003 + 1 + self.info.rank + 7919 * self.epoch)
+        if self.info.is_main:  # the metrics file always agrees with the checkpoint it resumes from
+            ckpt.write_text_atomic("".join(json.dumps(h) + "\n" for h in self.history),
+                                   os.path.join(self.cfg.out, "metrics.jsonl"))
+
+    def _save(self, is_best: bool) -> None:
+        state = self.state_dict()  # collective: every rank takes part
+        if self.info.is_main:
+            ckpt.save_atomic(state, os.path.join(self.cfg.out, "last.pt"))
+            if is_best:
+                ckpt.save_atomic(state, os.path.join(self.cfg.out, "best.pt"))
+            with open(os.path.join(self.cfg.out, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps(self.history[-1]) + "\n")
+        dist.barrier()
+
+    # ------------------------------------------------------------------ loop
+    def train_step(self, x, y, idx) -> "fmethods.StepOutput":
+        """One optimiser step on a batch: the scheduled lr, the method's loss under autocast,
+        backward (through the grad scaler for fp16), SGD. No host synchronisation."""
+        lr = self.schedule.lr()
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        with self._autocast():
+            out = self.method.loss(x, y, idx)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        return out
+
+    def train_epoch(self) -> dict:
+        """One pass over the training set; returns the epoch's training metrics."""
+        cfg, dev = self.cfg, self.device
+        self.method.start_epoch(self.epoch + 1)
+        self.module.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        seen = torch.zeros((), dtype=torch.int64, device=dev)
+        stat_sums: dict[str, torch.Tensor] = {}
+        lr0 = self.schedule.lr()
+        bar = _progress(cfg.progress and self.info.is_main, self.loader.samples_per_epoch,
+                        f"epoch {self.epoch + 1}/{cfg.epochs}")
+        t0 = time.perf_counter()
+        for step, (x, y, idx) in enumerate(self.loader):
+            out = self.train_step(x, y, idx)
+            b = y.shape[0]
+            loss_sum += out.loss.detach().double() * b
+            seen += b
+            if out.logits is not None:
+                target = y if out.target is None else out.target
+                correct += (out.logits.detach().argmax(1) == target).sum()
+            for k, v in out.stats.items():
+                stat_sums[k] = stat_sums.get(k, 0) + v.detach().double()
+            if bar is not None:
+                bar.update(b * self.info.world_size)
+                if step % 20 == 0:
+                    # one host read every 20 steps, for the display only
+                    bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}",
+                                    lr=f"{self.optimizer.param_groups[0]['lr']:.3g}")
+        totals = dist.all_reduce_sum(torch.stack([loss_sum, correct.double(), seen.double()]))
+        names = sorted(stat_sums)
+        stats = {}
+        if names:
+            s = dist.all_reduce_sum(torch.stack([stat_sums[k] for k in names])) / (len(self.loader) *
+                                                                                 self.info.world_size)
+            stats = {k: float(v) for k, v in zip(names, s.tolist())}
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+        loss_tot, corr_tot, seen_tot = totals.tolist()
+        return {"lr": lr0, "train_loss": loss_tot / max(seen_tot, 1), "train_acc": corr_tot / max(seen_tot, 1),
+                "seconds": seconds, "images_per_s": seen_tot / seconds if seconds > 0 else float("nan"), **stats}
+
+    def evaluate(self) -> dict:
+        """Clean and PGD accuracy on the held-out subset (``cfg.eval_samples`` images)."""
+        t0 = time.perf_counter()
+        res = accuracy(self.attack_model, self.eval_loader, self.eval_attacks, seed=self.cfg.seed + 12345,
+                       autocast=self._autocast if self.cfg.amp != "none" else None)
+        res["eval_seconds"] = time.perf_counter() - t0
+        return res
+
+    def fit(self) -> list[dict]:
+        """Run epochs ``epoch + 1 .. cfg.epochs`` (or up to ``cfg.stop_after``); returns the metric history."""
+        cfg = self.cfg
+        if self.info.is_main:
+            os.makedirs(cfg.out, exist_ok=True)
+            for name in os.listdir(cfg.out):  # torn writes of a killed run
+                if name.startswith(".tmp-"):
+                    os.unlink(os.path.join(cfg.out, name))
+            ckpt.write_text_atomic(json.dumps(cfg.to_dict(), indent=1) + "\n", os.path.join(cfg.out, "config.json"))
+            if self.epoch == 0:
+                ckpt.write_text_atomic("", os.path.join(cfg.out, "metrics.jsonl"))
+        try:
+            while self.epoch < cfg.epochs:
+                row = {"epoch": self.epoch + 1}
+                row.update(self.train_epoch())
+                self.epoch += 1
+                diag = self.method.end_epoch(self.epoch, self.probe)
+                if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+                    row.update(self.evaluate())
+                else:
+                    row.update(clean_acc=None, pgd_acc=None, eval_seconds=0.0)
+                row.update(diag)
+                is_best = row["pgd_acc"] is not None and row["pgd_acc"] > self.best["pgd_acc"]
+                if is_best:
+                    self.best = {"epoch": self.epoch, "pgd_acc": row["pgd_acc"]}
+                row["is_best"] = is_best
+                self.history.append(row)
+                self._save(is_best)
+                if self.info.is_main and cfg.progress:
+                    print(_summary(row), flush=True)
+                if cfg.stop_after is not None and self.epoch >= cfg.stop_after:
+                    break
+        finally:
+            dist.shutdown(self.info)
+            if cfg.deterministic:  # a process-wide switch: give it back as we found it
+                torch.use_deterministic_algorithms(self._deterministic_before)
+        return self.history
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
+
+
+def _summary(row: dict) -> str:
+    def f(v, spec=".4f"):
+        return "-" if v is None else format(v, spec)
+    return (f"epoch {row['epoch']:3d}  lr {row['lr']:.4g}  loss {f(row['train_loss'])}  "
+            f"clean {f(row['clean_acc'])}  pgd {f(row['pgd_acc'])}  "
+            f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s" + ("  *best" if row["is_best"] else ""))
+
+
+def load_model(path: str, device: str = "auto") -> tuple[fmodels.MixableNet, dict]:
+    """The model a checkpoint holds, rebuilt from its ``model_args`` and weights, in eval
+    mode on ``device``; returns ``(model, checkpoint)`` (the checkpoint's ``config`` names
+    the dataset)."""
+    st = ckpt.load(path)
+    margs = dict(st["model_args"])
+    model = fmodels.build(margs.pop("name"), margs.pop("num_classes"), margs.pop("in_channels"),
+                          margs.pop("image_size"), **margs)
+    model.load_state_dict(st["model"])
+    return model.to(resolve_device(device)).eval(), st
+
+
+def train(cfg: TrainConfig, splits: fdata.Splits | None = None) -> Trainer:
+    """Build a :class:`Trainer` for ``cfg`` and run it; returns the trainer (``.history``, ``.module``)."""
+    t = Trainer(cfg, splits)
+    t.fit()
+    return t
