@@ -2,8 +2,9 @@
 // register themselves per backend with TORCH_LIBRARY_IMPL in csrc/cpu/*.cpp and
 // csrc/cuda/*.cu; the Triton versions are registered from Python.
 //
-// The module object itself exposes nothing: importing it only runs the static
-// registrations above, after which the ops are reachable as torch.ops.fastmix.*.
+// The module object itself exposes nothing: importing it runs the static
+// registrations (the schemas below and the kernels' TORCH_LIBRARY_IMPL blocks),
+// after which the ops are reachable as torch.ops.fastmix.*.
 // A bare PyModule_Create keeps pybind11 (and its compile time) out of the build.
 #include <Python.h>
 
@@ -22,10 +23,14 @@ TORCH_LIBRARY(fastmix, m) {
 
 static struct PyModuleDef fastmix_c_module = {
     PyModuleDef_HEAD_INIT,
-    "_C",
-    "fastmix C++/CUDA kernels; the ops live in torch.ops.fastmix",
-    -1,
-    nullptr,
+    "_C",                                                          // m_name
+    "fastmix C++/CUDA kernels; the ops live in torch.ops.fastmix",  // m_doc
+    -1,                                                            // m_size: no per-module state
+    nullptr,                                                       // m_methods
+    nullptr,                                                       // m_slots
+    nullptr,                                                       // m_traverse
+    nullptr,                                                       // m_clear
+    nullptr,                                                       // m_free
 };
 
 PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&fastmix_c_module); }

@@ -9,7 +9,7 @@
 //   * exp: libm's expf is an opaque call, so exp_approx is an inlinable
 //     branch-free Cody-Waite + polynomial exp (about 1 ulp) that vectorises;
 //   * selects and the float16 conversions are branch-free integer bit operations
-//     (see select() for why), and every helper is forced inline.
+//     (see select_bits() for why), and every helper is forced inline.
 // All arithmetic is float32; values are loaded/stored through to_f/from_f so the
 // same templates serve float, bfloat16 and float16 (rounded once, on store).
 #pragma once
@@ -55,7 +55,7 @@ FASTMIX_INLINE float float_of(uint32_t u) {
   return f;
 }
 FASTMIX_INLINE uint32_t mask_of(bool c) { return c ? 0xffffffffu : 0u; }
-FASTMIX_INLINE float select(bool c, float a, float b) {
+FASTMIX_INLINE float select_bits(bool c, float a, float b) {
   const uint32_t m = mask_of(c);
   return float_of((bits_of(a) & m) | (bits_of(b) & ~m));
 }
@@ -117,7 +117,7 @@ FASTMIX_INLINE at::Half from_f<at::Half>(float v) {
   uint32_t r = sel_u(mask_of(a >= 0x47800000u), big, normal);
   // The mask for a < 2^-14 comes from the sign of a - 2^-14 (a <= 0x7fffffff, so no
   // overflow): GCC does not recognise it as a condition, so it cannot sink the float
-  // add above into a branch (see select() for why that matters).
+  // add above into a branch (see select_bits() for why that matters).
   const uint32_t small = static_cast<uint32_t>(static_cast<int32_t>(a - 0x38800000u) >> 31);
   r = sel_u(small, sub, r);
   return at::Half(static_cast<uint16_t>(r | sign), at::Half::from_bits());
@@ -146,7 +146,7 @@ FASTMIX_INLINE float clip(float v, float lo, float hi) { return nan_min(nan_max(
 // Results below FLT_MIN flush to 0 and x > 88 gives +inf (exp(88) ~ 1.65e38, so only
 // the last sliver of the float range saturates early); NaN propagates.
 FASTMIX_INLINE float exp_approx(float x) {
-  const float xc = select(x < -87.0f, -87.0f, select(x > 88.0f, 88.0f, x));
+  const float xc = select_bits(x < -87.0f, -87.0f, select_bits(x > 88.0f, 88.0f, x));
   // Round x*log2(e) to the nearest integer with the 1.5*2^23 trick: adding it pushes
   // the fraction bits out of the mantissa (valid as |xc*log2e| < 2^22).
   const float kRound = 12582912.0f;
@@ -163,7 +163,7 @@ FASTMIX_INLINE float exp_approx(float x) {
   // n is in [-126, 127] thanks to the clamp, so 2^n is a normal float.
   const float y = p * float_of(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
   const float inf = std::numeric_limits<float>::infinity();
-  return select(x != x, x, select(x > 88.0f, inf, select(x < -87.0f, 0.0f, y)));
+  return select_bits(x != x, x, select_bits(x > 88.0f, inf, select_bits(x < -87.0f, 0.0f, y)));
 }
 
 // ---------------------------------------------------------------------------
