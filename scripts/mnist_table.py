@@ -75,7 +75,12 @@ def parse():
     p.add_argument("--eot-images", type=int, default=500)
     p.add_argument("--eot-iter", type=int, default=10)
     p.add_argument("--tp-images", type=int, default=200)
-    p.add_argument("--tp-loop-images", type=int, default=40)
+    p.add_argument("--tp-loop-images", type=int, default=100)
+    p.add_argument("--lam-sweep-only", default=None, metavar="LAMS",
+                   help="only sweep MI-OL's lam (e.g. 0.5,0.6,0.7,0.8,0.9) on OUT's trained --mi-model under the "
+                        "oblivious PGD attack (updates OUT/results.json)")
+    p.add_argument("--throughput-only", action="store_true",
+                   help="only re-measure MI throughput on OUT's trained --mi-model (updates OUT/results.json)")
     return p.parse_args()
 
 
@@ -166,6 +171,33 @@ def main():
     hy = splits.test.labels
     print(f"data: {splits.describe()}", flush=True)
     results = {"args": vars(args), "data": splits.describe(), "runs": {}, "torch": torch.__version__}
+    if args.throughput_only:
+        with open(os.path.join(args.out, "results.json")) as f:
+            results = json.load(f)
+        model = load_model(results["runs"][args.mi_model]["checkpoint"])
+        tp = throughput(model, hx[args.mi_eval:], hy[args.mi_eval:], hx[:args.mi_eval], args)
+        results.setdefault("mi", {}).setdefault("throughput_runs", []).append(tp)
+        results["mi"]["throughput"] = tp
+        _dump(results, args.out)
+        print(f"MI throughput: {tp}")
+        return
+    if args.lam_sweep_only:
+        with open(os.path.join(args.out, "results.json")) as f:
+            results = json.load(f)
+        model = load_model(results["runs"][args.mi_model]["checkpoint"])
+        xe, ye = hx[:args.mi_eval], hy[:args.mi_eval]
+        x_obl = pgd20(model, xe, ye, args.eps, args.eval_steps, seed=1)
+        rows = []
+        for lam in [float(v) for v in args.lam_sweep_only.split(",")]:
+            mi = MixupInference(model, hx[args.mi_eval:], hy[args.mi_eval:], mode="ol", lam=lam, n=args.mi_n)
+            torch.manual_seed(3)
+            rows.append({"lam": lam, "clean_mi": _mi_acc(mi, xe, ye), "obl_mi": _mi_acc(mi, x_obl, ye)})
+            print(f"MI-OL lam {lam}: {rows[-1]}", flush=True)
+        results.setdefault("mi", {})["lam_sweep"] = {"model": args.mi_model, "clean_plain": acc(model, xe, ye),
+                                                     "obl_plain": acc(model, x_obl, ye), "rows": rows}
+        _dump(results, args.out)
+        print(json.dumps(results["mi"]["lam_sweep"]))
+        return
     labels = [r for r in args.runs.split(",") if r]
     bad = [r for r in labels if r not in RUNS]
     if bad:
@@ -243,24 +275,32 @@ def mixup_inference(models, args, hx, hy):
         out["rows"].append(row)
         print(f"MI {label}: {json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})}",
               flush=True)
-    # Throughput: batched MI-OL vs one image (and one draw) at a time, same N, same model.
-    model = models[args.mi_model]
+    out["throughput"] = throughput(models[args.mi_model], pool_x, pool_y, xe, args)
+    print(f"MI throughput: {out['throughput']}", flush=True)
+    return out
+
+
+def throughput(model, pool_x, pool_y, xe, args, repeats: int = 3) -> dict:
+    """Batched MI-OL vs one image (and one draw) at a time, same N, same model and pool;
+    the two are timed alternately ``repeats`` times and the medians reported."""
+    import statistics
     mi = MixupInference(model, pool_x, pool_y, mode="ol", lam=args.mi_lam, n=args.mi_n)
     xb, xl = xe[:args.tp_images], xe[:args.tp_loop_images]
     mi(xb[:8])
     mi.predict_loop(xl[:2])  # warm-up
-    t0 = time.perf_counter()
-    mi(xb)
-    tb = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    mi.predict_loop(xl)
-    tl = time.perf_counter() - t0
-    out["throughput"] = {"n": args.mi_n, "batched_images": xb.shape[0], "batched_seconds": tb,
-                         "batched_img_per_s": xb.shape[0] / tb, "loop_images": xl.shape[0], "loop_seconds": tl,
-                         "loop_img_per_s": xl.shape[0] / tl, "speedup": (xb.shape[0] / tb) / (xl.shape[0] / tl),
-                         "threads": torch.get_num_threads()}
-    print(f"MI throughput: {out['throughput']}", flush=True)
-    return out
+    tb, tl = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        mi(xb)
+        tb.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        mi.predict_loop(xl)
+        tl.append(time.perf_counter() - t0)
+    tb, tl = statistics.median(tb), statistics.median(tl)
+    return {"n": args.mi_n, "batched_images": xb.shape[0], "batched_seconds": tb,
+            "batched_img_per_s": xb.shape[0] / tb, "loop_images": xl.shape[0], "loop_seconds": tl,
+            "loop_img_per_s": xl.shape[0] / tl, "speedup": (xb.shape[0] / tb) / (xl.shape[0] / tl),
+            "threads": torch.get_num_threads(), "repeats": repeats, "chunk": mi.chunk}
 
 
 def _mi_acc(mi, x, y, batch=250):
@@ -324,7 +364,7 @@ def tables(res) -> str:
                       f"{tp['batched_img_per_s']:.1f} img/s ({tp['batched_images']} images in "
                       f"{tp['batched_seconds']:.2f} s) vs one image and one draw at a time "
                       f"{tp['loop_img_per_s']:.1f} img/s ({tp['loop_images']} images in {tp['loop_seconds']:.2f} s): "
-                      f"{tp['speedup']:.1f}x."]
+                      f"{tp['speedup']:.1f}x (median of {tp.get('repeats', 1)} alternating timings)."]
     return "\n".join(lines) + "\n"
 
 

@@ -9,10 +9,8 @@ from _single_thread import _single_thread  # noqa: F401  (autouse fixture)
 
 from fastmix import methods as M
 from fastmix import models
-from fastmix.attacks import SoftTarget
 from fastmix.methods import ait as ait_mod
 from fastmix.methods import avmixup as av_mod
-from fastmix.methods import gif as gif_mod
 
 C = 10
 
@@ -315,7 +313,6 @@ def test_gif_mask_is_or_reduced_across_ranks():
 
 
 def test_gif_restores_attackable_set_from_checkpoint(tmp_path):
-    from fastmix.data import load_digits
     from fastmix.train import TrainConfig, Trainer, load_checkpoint
     splits = _small_digits()
     cfg = TrainConfig.for_dataset("digits", method="gif", method_opts={"burn_in": 0}, epochs=2, steps=1,

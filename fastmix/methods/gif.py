@@ -38,6 +38,11 @@ class GIF(Method):
     During the first ``burn_in`` epochs only originals are trained on (the set is still
     tracked, so interpolation starts from the last burn-in epoch's set).
 
+    With ``base="gairat"``, kappa (the steps at which the iterate is still classified
+    correctly) is counted against ``y_i`` for an interpolated sample: the engine's label
+    of a soft target is its ``ya``, and Algorithm 3 does not say what "correct" means for
+    a 0.5/0.5 label.
+
     The interpolated samples are read unaugmented from the training set through
     ``ctx.fetch`` (the trainer provides it). If ``A_{t-1}`` is empty, pairs are drawn from
     the whole set, with a warning.

@@ -44,7 +44,9 @@ class MixupInference:
         threshold: combined mode flags an input as adversarial when the predicted class's
             probability drops by more than this under MI-PL (0.2).
         chunk: the most mixed rows per forward pass (bounds memory: about ``chunk`` images
-            and their activations at a time).
+            and their activations at a time). None: 2048 on a GPU, 64 on the CPU, where
+            chunks whose activations stay in cache are several times faster (measured on
+            the MNIST CNN: 64 rows ~150-220 img/s vs 2048 rows ~50-65 img/s, N = 30).
         num_classes: K (default: ``model.num_classes`` if present, else ``pool_y.max() + 1``).
 
     Calling it on ``x`` ``(B, C, H, W)`` returns float32 ``(B, K)`` probabilities (rows sum
@@ -54,7 +56,7 @@ class MixupInference:
 
     def __init__(self, model: nn.Module, pool_x: Tensor, pool_y: Tensor, mode: str = "ol", lam: float | None = None,
                  n: int | None = None, *, lam_pl: float = 0.4, n_pl: int = 5, threshold: float = 0.2,
-                 chunk: int = 2048, num_classes: int | None = None):
+                 chunk: int | None = None, num_classes: int | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         lam = _DEFAULTS[mode][0] if lam is None else lam
@@ -62,6 +64,8 @@ class MixupInference:
         for name, v in (("lam", lam), ("lam_pl", lam_pl)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+        if chunk is None:
+            chunk = 2048 if pool_x.is_cuda else 64
         for name, v in (("n", n), ("n_pl", n_pl), ("chunk", chunk)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
@@ -250,7 +254,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, pool_x: Tensor, pool_y: Ten
         x, y: ``(B, C, H, W)`` float images in [0, 1] and int64 labels; pool_x, pool_y: MI's
             clean pool (other held-out images). Returns ``{name: accuracy in [0, 1]}``.
     """
-    from ..train.evaluate import parse_attack
+    from ..eval.registry import parse_attack
     mi = MixupInference(model, pool_x, pool_y, mode=mode, lam=lam, n=n, threshold=threshold)
     alpha = eps / 4 if alpha is None else alpha
     was = model.training
