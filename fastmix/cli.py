@@ -1,7 +1,10 @@
-"""The ``fastmix`` command: ``train``, ``eval``, ``demo``, ``bench``, ``info``.
+"""The ``fastmix`` command: ``train``, ``eval``, ``plot``, ``demo``, ``bench``, ``info``.
 
     fastmix train --method at --dataset digits --epochs 15 --eps 0.1 --out runs/digits-at
     fastmix eval --checkpoint runs/digits-at/last.pt --attacks clean,fgsm,pgd20,cw20 --json
+    fastmix eval --checkpoint runs/digits-at/last.pt --attacks all --samples 200 --sanity \
+        --surrogate runs/digits-standard/last.pt  # + APGD-CE/T, AutoAttack, worst case, checks
+    fastmix plot eps runs/digits-at/last.pt runs/digits-standard/last.pt --out eps.png
     fastmix demo                      # standard vs PGD-AT on digits, ~2 minutes on 2 CPU cores
     torchrun --nproc_per_node 2 -m fastmix train ...   # DDP (gloo on CPU, nccl on GPU)
 
@@ -153,47 +156,60 @@ def cmd_train(a) -> int:
     return 0
 
 
-def evaluate_checkpoint(path: str, attacks: list[str], *, eps: float | None = None, alpha: float | None = None,
-                        samples: int | None = None, batch_size: int = 500, data_dir: str | None = None,
-                        device: str = "auto", seed: int = 0, splits=None) -> dict:
-    """Rebuild the model and dataset a checkpoint names and return ``{attack: accuracy}``
-    on its held-out split (the first ``samples`` images, default all)."""
-    import torch
-
-    from . import data as fdata
-    from .train.config import DATASET_DEFAULTS
-    from .train.evaluate import accuracy, parse_attack
-    from .train.trainer import load_model
-
-    model, st = load_model(path, device)
-    cfg = st["config"]
-    dev = next(model.parameters()).device
-    if splits is None:
-        splits = fdata.load(cfg["dataset"], data_dir or cfg.get("data_dir"), seed=0)
-    test = splits.test
-    if samples is not None:
-        if samples < 1:
-            raise ValueError(f"samples must be >= 1, got {samples}")
-        test = test.subset(torch.arange(min(samples, len(test))))
-    if eps is None:
-        eps = cfg["eps"] if cfg["eps"] > 0 else DATASET_DEFAULTS[cfg["dataset"]]["eps"]
-    named = {name: parse_attack(name, eps, alpha) for name in attacks}
-    loader = fdata.DeviceLoader(test, batch_size, shuffle=False, device=dev)
-    return accuracy(model, loader, named, seed=seed)
-
-
 def cmd_eval(a) -> int:
-    attacks = [s.strip() for s in a.attacks.split(",") if s.strip()]
+    """``fastmix eval``: the evaluation suite (fastmix.eval) on a checkpoint's held-out split,
+    per attack and worst case, optionally with the sanity checks (``--sanity``)."""
+    from .eval import evaluate_checkpoint, expand_attacks
+    attacks = expand_attacks(a.attacks)
+    _threads(a.threads)
     if a.mi:
         return cmd_eval_mi(a, attacks)
+    progress = not a.no_progress and not a.json
     res = evaluate_checkpoint(a.checkpoint, attacks, eps=a.eps, alpha=a.alpha, samples=a.samples,
-                              batch_size=a.batch_size, data_dir=a.data_dir, device=a.device, seed=a.seed)
+                              subset_seed=a.subset_seed, batch_size=a.batch_size, data_dir=a.data_dir,
+                              device=a.device, seed=a.seed, progress=progress, apgd_steps=a.apgd_steps,
+                              square_queries=a.square_queries)
+    out = res.to_dict()
+    if not a.json:
+        where = f"{res.n} held-out images" + (f" (fixed-seed subset, seed {a.subset_seed})"
+                                               if res.meta.get("subset_seed") is not None else "")
+        print(f"{a.checkpoint}: {res.meta['dataset']}, {where}, L-inf eps {res.eps:g}")
+        print(res.table(), flush=True)
+    if a.sanity:
+        out["sanity"] = [v.to_dict() for v in _sanity(a, res.eps, progress)]
+    if a.out:
+        d = os.path.dirname(a.out)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump(out, f, indent=1)
     if a.json:
-        print(json.dumps(res))
-    else:
-        for k, v in res.items():
-            print(f"{k:>8s}  {100 * v:6.2f}%")
+        print(json.dumps(out))
     return 0
+
+
+def _sanity(a, eps: float, progress: bool) -> list:
+    """The sanity checks of ``fastmix eval --sanity`` on the same images; each failure is
+    printed to stderr as a warning naming the likely cause."""
+    import warnings as _w
+
+    from .eval import format_verdicts, load_heldout, run_sanity
+    from .train.trainer import load_model
+    model, x, y, _ = load_heldout(a.checkpoint, data_dir=a.data_dir, samples=a.sanity_samples or a.samples,
+                                  subset_seed=a.subset_seed, device=a.device)
+    surrogate = load_model(a.surrogate, a.device)[0] if a.surrogate else None
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")  # printed below, once per check
+        verdicts = run_sanity(model, x, y, eps=eps, surrogate=surrogate, batch_size=a.batch_size, seed=a.seed,
+                              progress=progress, large_eps=a.large_eps)
+    for v in verdicts:
+        if v.passed is False:
+            print(f"WARNING: sanity check {v.name} failed: {v.message}\n  likely cause: {v.cause}",
+                  file=sys.stderr)
+    if not a.json:
+        print("\nsanity checks (Carlini et al. 2019):")
+        print(format_verdicts(verdicts), flush=True)
+    return verdicts
 
 
 def cmd_eval_mi(a, attacks: list[str]) -> int:
@@ -229,8 +245,146 @@ def cmd_eval_mi(a, attacks: list[str]) -> int:
     return 0
 
 
+def _labels(a, paths: list, default) -> list:
+    if not a.labels:
+        return [default(p) for p in paths]
+    labels = [v.strip() for v in a.labels.split(",")]
+    if len(labels) != len(paths):
+        raise ValueError(f"--labels must give one label per input ({len(paths)}), got {len(labels)}")
+    return labels
+
+
+def _run_name(path: str) -> str:
+    path = os.path.abspath(path)
+    return os.path.basename(os.path.dirname(path) if os.path.isfile(path) else path)
+
+
+def _read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--from-json file not found: {path!r}")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path: str | None, data: dict) -> None:
+    if path:
+        d = os.path.dirname(path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)
+
+
+def cmd_plot(a) -> int:
+    """``fastmix plot {eps,train,attackable,mi}``: measure (or read) the data, write a PNG."""
+    from . import plot
+    kind = a.plot
+    if kind in ("train", "attackable"):
+        labels = _labels(a, a.runs, _run_name)
+        runs = {lab: plot.read_metrics(r) for lab, r in zip(labels, a.runs)}
+        if kind == "train":
+            keys = [k.strip() for k in a.keys.split(",") if k.strip()]
+            path = plot.plot_training(runs, a.out, keys=keys, title=a.title)
+        else:
+            path = plot.plot_attackable(runs, a.out, title=a.title)
+        print(path)
+        return 0
+    _threads(a.threads)
+    if kind == "eps":
+        data = _read_json(a.from_json) if a.from_json else _eps_curves(a)
+        path = plot.plot_eps_curves(data["curves"], a.out, attack=data.get("attack", a.attack),
+                                    train_eps=data.get("train_eps"), title=a.title)
+    else:
+        data = _read_json(a.from_json) if a.from_json else _mi_curves(a)
+        path = plot.plot_mi_lambda(data["curves"], a.out, title=a.title)
+    if not a.from_json:
+        _write_json(a.save_json, data)
+    print(path)
+    return 0
+
+
+def _eps_curves(a) -> dict:
+    """Robust accuracy of each checkpoint at each radius of ``--eps-grid`` (one suite run per eps)."""
+    from .eval import evaluate, load_heldout
+    if not a.checkpoints:
+        raise ValueError("checkpoints: give at least one checkpoint (or --from-json)")
+    labels = _labels(a, a.checkpoints, _run_name)
+    curves, train_eps = {}, None
+    for lab, ck in zip(labels, a.checkpoints):
+        model, x, y, info = load_heldout(ck, data_dir=a.data_dir, samples=a.samples, subset_seed=a.subset_seed,
+                                         device=a.device)
+        e_train = info["config"]["eps"]
+        if train_eps is None and e_train > 0:
+            train_eps = e_train
+        if a.eps_grid:
+            grid = [_number(v) for v in a.eps_grid.split(",") if v.strip()]
+        else:
+            top = 2 * (e_train if e_train > 0 else (train_eps or 0.1))
+            grid = [round(top * i / 8, 6) for i in range(9)]
+        curves[lab] = {}
+        for e in grid:
+            res = evaluate(model, x, y, [a.attack], eps=e, batch_size=a.batch_size, seed=a.seed,
+                           progress=not a.no_progress)
+            curves[lab][e] = res.accuracy[a.attack]
+        print(f"{lab}: " + ", ".join(f"{e:g}: {100 * v:.1f}%" for e, v in curves[lab].items()), flush=True)
+    return {"attack": a.attack, "train_eps": train_eps, "samples": a.samples, "subset_seed": a.subset_seed,
+            "curves": curves}
+
+
+def _mi_curves(a) -> dict:
+    """MI accuracy at each lambda on each attack's images (crafted once, on the plain model:
+    the oblivious threat model of the MI paper), plus the plain model's accuracy."""
+    import torch
+
+    from . import data as fdata
+    from .eval import evaluate, expand_attacks
+    from .methods.mixup_inference import MixupInference
+    from .train.trainer import load_model
+    if not a.checkpoint:
+        raise ValueError("checkpoint: give a checkpoint (or --from-json)")
+    model, st = load_model(a.checkpoint, a.device)
+    cfg = st["config"]
+    test = fdata.load(cfg["dataset"], a.data_dir or cfg.get("data_dir"), seed=0).test
+    n_pool = len(test) // 2 if a.pool is None else a.pool
+    if not 0 < n_pool < len(test):
+        raise ValueError(f"--pool must be in (0, {len(test)}) (held-out images), got {n_pool}")
+    dev = next(model.parameters()).device
+    x = test.images.to(dev, torch.float32).div_(255.0)
+    y = test.labels.to(dev)
+    n_eval = min(a.samples, len(test) - n_pool)
+    xe, ye, pool_x, pool_y = x[:n_eval], y[:n_eval], x[-n_pool:], y[-n_pool:]
+    eps = a.eps if a.eps is not None else cfg["eps"]
+    lams = [_number(v) for v in a.lams.split(",") if v.strip()]
+    curves: dict = {}
+    for name in expand_attacks(a.attacks):
+        captured = {}
+
+        def keep(model_, xb, yb, _name=name):
+            from .eval import parse_attack
+            atk = parse_attack(_name, eps)
+            xa = xb if atk is None else atk(model_, xb, yb)
+            captured.setdefault("x", []).append(xa.detach())
+            return xa
+        plain = evaluate(model, xe, ye, {name: keep}, eps=eps, batch_size=a.batch_size, seed=a.seed)
+        xa = torch.cat(captured["x"])
+        curves[f"{name} (no MI)"] = {0.5: plain.accuracy[name]}
+        row = curves.setdefault(f"{name} + MI-{a.mode.upper()}", {})
+        for lam in lams:
+            mi = MixupInference(model, pool_x, pool_y, mode=a.mode, lam=lam, n=a.n)
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                torch.manual_seed(a.seed)
+                hit = sum(int((mi(xa[s:s + a.batch_size]).argmax(1) == ye[s:s + a.batch_size]).sum())
+                          for s in range(0, n_eval, a.batch_size))
+            row[lam] = hit / n_eval
+        print(f"{name}: plain {100 * plain.accuracy[name]:.1f}%, MI-{a.mode.upper()} "
+              + ", ".join(f"lam {k:g}: {100 * v:.1f}%" for k, v in row.items()), flush=True)
+    return {"checkpoint": a.checkpoint, "mode": a.mode, "n": a.n, "eps": eps, "samples": n_eval, "pool": n_pool,
+            "curves": curves}
+
+
 def cmd_demo(a) -> int:
     """Standard training vs PGD-AT on digits, then clean/FGSM/PGD-20/CW-20 accuracy of both."""
+    from .eval import evaluate_checkpoint
     from .train import TrainConfig, train
     _threads(a.threads)
     t0 = time.perf_counter()
@@ -243,8 +397,8 @@ def cmd_demo(a) -> int:
         print(f"== training {method} on digits: {cfg.model} {cfg.model_opts}, {cfg.epochs} epochs, "
               f"eps {cfg.eps}, attack steps {cfg.steps}", flush=True)
         t = train(cfg)
-        rows[method] = evaluate_checkpoint(os.path.join(cfg.out, "last.pt"), attacks, splits=t.splits,
-                                           seed=a.seed)
+        rows[method] = dict(evaluate_checkpoint(os.path.join(cfg.out, "last.pt"), attacks, splits=t.splits,
+                                                seed=a.seed).accuracy)
         rows[method]["train_s"] = sum(h["seconds"] for h in t.history)
     wall = time.perf_counter() - t0
     eps = TrainConfig.for_dataset("digits").eps
@@ -286,17 +440,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a model with one method; writes OUT/metrics.jsonl, last.pt, best.pt")
     _add_train_args(t)
-    e = sub.add_parser("eval", help="accuracy of a checkpoint under attacks on its held-out split")
+    e = sub.add_parser("eval", help="accuracy of a checkpoint under attacks, per attack and worst case, on its "
+                                    "held-out split; --sanity adds the gradient-masking checks")
     e.add_argument("--checkpoint", required=True, help="a last.pt or best.pt written by fastmix train")
-    e.add_argument("--attacks", default="clean,fgsm,pgd20,cw20", help="comma-separated: clean, fgsm, pgdK, cwK")
+    e.add_argument("--attacks", default="clean,fgsm,pgd20,cw20",
+                   help="comma-separated: clean, fgsm, noise, pgdK[rR] (R restarts), cwK[rR], apgd-ce, apgd-dlr, "
+                        "apgd-t, fab-t, square, autoattack (standard: APGD-CE, APGD-T, FAB-T, Square); 'all' = "
+                        "clean,fgsm,pgd20,cw20,apgd-ce,apgd-t,autoattack")
     e.add_argument("--eps", type=_number, help="radius (default: the training eps)")
     e.add_argument("--alpha", type=_number, help="PGD/CW step (default eps/4)")
-    e.add_argument("--samples", type=int, help="evaluate the first N held-out images (default all)")
+    e.add_argument("--samples", type=int, help="evaluate a fixed-seed random subset of N held-out images "
+                   "(default all); with --mi: the first N")
+    e.add_argument("--subset-seed", type=int, default=0, help="the seed that draws the subset (default 0)")
     e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--apgd-steps", type=int, default=100, help="APGD/FAB iterations (AutoAttack's standard 100)")
+    e.add_argument("--square-queries", type=int, default=5000, help="Square's query budget (standard 5000)")
     e.add_argument("--data-dir", default=None, help="where the dataset is now (default: as trained)")
     e.add_argument("--device", default="auto")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--json", action="store_true", help="print one JSON object {attack: accuracy}")
+    e.add_argument("--threads", type=int, help="CPU intra-op threads (torch.set_num_threads)")
+    e.add_argument("--json", action="store_true", help="print one JSON object: eps, n, accuracy {attack: acc}, "
+                   "worst_case, seconds, settings (and sanity verdicts)")
+    e.add_argument("--out", default=None, help="also write that JSON object to this file")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.add_argument("--sanity", action="store_true", help="also run the sanity checks of Carlini et al. 2019 "
+                   "(eps curve, more steps/restarts, FGSM vs PGD, noise vs PGD, transfer); failures print warnings")
+    e.add_argument("--surrogate", default=None, help="--sanity: a standard-trained checkpoint on the same dataset "
+                   "for the transfer check (without it that check is skipped)")
+    e.add_argument("--sanity-samples", type=int, help="--sanity: subset size for the checks (default --samples)")
+    e.add_argument("--large-eps", type=_number, default=0.5, help="--sanity: the radius where accuracy must be near 0")
     e.add_argument("--mi", choices=("pl", "ol", "combined"),
                    help="also score Mixup Inference (MI-PL, MI-OL or MI-Combined) on each attack's images")
     e.add_argument("--mi-lam", type=_number, help="MI's lam for x (default 0.5; the paper uses 0.6 for IAT)")
@@ -315,6 +487,48 @@ def build_parser() -> argparse.ArgumentParser:
                         "spinning OpenMP threads slow it several-fold)")
     d.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     d.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    pl = sub.add_parser("plot", help="figures (PNG): robust accuracy vs eps, training curves, GIF's attackable "
+                                     "ratios, Mixup Inference accuracy vs lambda")
+    pk = pl.add_subparsers(dest="plot", required=True)
+    q = pk.add_parser("eps", help="robust accuracy against eps for one or more checkpoints")
+    q.add_argument("checkpoints", nargs="*", help="last.pt / best.pt files (label: the run directory's name)")
+    q.add_argument("--labels", help="comma-separated labels, one per checkpoint")
+    q.add_argument("--eps-grid", default=None, help="comma-separated radii, fractions allowed "
+                   "(default: 0 to 2x the first checkpoint's training eps in 8 steps)")
+    q.add_argument("--attack", default="pgd20", help="the attack (a fastmix eval name; default pgd20)")
+    q.add_argument("--samples", type=int, default=500, help="fixed-seed subset of held-out images (default 500)")
+    q.add_argument("--subset-seed", type=int, default=0)
+    q.add_argument("--from-json", help="redraw from a JSON file written by --save-json instead of evaluating")
+    q.add_argument("--save-json", help="also write the measured curves to this JSON file")
+    q = pk.add_parser("train", help="training curves from metrics.jsonl")
+    q.add_argument("runs", nargs="+", help="run directories or metrics.jsonl files")
+    q.add_argument("--labels", help="comma-separated labels")
+    q.add_argument("--keys", default=",".join(("train_loss", "train_acc", "clean_acc", "pgd_acc")),
+                   help="metrics.jsonl fields to draw")
+    q = pk.add_parser("attackable", help="GIF's attackable ratios per epoch (AT: 1 - adversarial train accuracy)")
+    q.add_argument("runs", nargs="+", help="run directories or metrics.jsonl files (gif, at-mixup, at)")
+    q.add_argument("--labels", help="comma-separated labels")
+    q = pk.add_parser("mi", help="Mixup Inference (MI-OL or MI-PL) accuracy against lambda for a checkpoint")
+    q.add_argument("checkpoint", nargs="?", help="a mixup-trained checkpoint (e.g. iat)")
+    q.add_argument("--lams", default="0.3,0.4,0.5,0.6,0.7,0.8,0.9", help="comma-separated lambdas")
+    q.add_argument("--attacks", default="clean,pgd20", help="oblivious attacks crafted on the plain model")
+    q.add_argument("--mode", choices=("ol", "pl"), default="ol")
+    q.add_argument("--n", type=int, default=30, help="MI draws per image")
+    q.add_argument("--samples", type=int, default=500, help="images evaluated (the first N held-out)")
+    q.add_argument("--pool", type=int, default=None, help="the last N held-out images form the pool (default half)")
+    q.add_argument("--from-json", help="redraw from a JSON file written by --save-json")
+    q.add_argument("--save-json", help="also write the measured curves to this JSON file")
+    for q in pk.choices.values():
+        q.add_argument("--out", required=True, help="the .png to write")
+        q.add_argument("--title", default=None)
+        if q.prog.split()[-1] in ("eps", "mi"):
+            q.add_argument("--eps", type=_number, help="mi: the attack radius (default: the training eps)")
+            q.add_argument("--data-dir", default=None)
+            q.add_argument("--device", default="auto")
+            q.add_argument("--seed", type=int, default=0)
+            q.add_argument("--batch-size", type=int, default=500)
+            q.add_argument("--threads", type=int)
+            q.add_argument("--no-progress", action="store_true")
     sub.add_parser("bench", help="run benchmarks/run.py, or `bench train` for benchmarks/bench_train.py "
                                  "(arguments are passed through)", add_help=False)
     sub.add_parser("info", help="versions and backend status (python -m fastmix.info)")
@@ -327,8 +541,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_bench(None, argv[1:])
     a = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "info": cmd_info}[a.command](a)
-    except (ValueError, FileNotFoundError) as e:
+        return {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "demo": cmd_demo,
+                "info": cmd_info}[a.command](a)
+    except (ValueError, FileNotFoundError, ImportError) as e:  # ImportError: an optional package (torchattacks)
         print(f"fastmix {a.command}: error: {e}", file=sys.stderr)
         return 2
 

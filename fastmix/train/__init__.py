@@ -7,7 +7,8 @@
 from . import checkpoint, dist
 from .checkpoint import load as load_checkpoint
 from .config import AMP_MODES, COMPILE_MODES, DATASET_DEFAULTS, TrainConfig
-from .evaluate import accuracy, parse_attack
+from ..eval.registry import parse_attack  # the evaluation suite lives in fastmix.eval
+from ..eval.suite import accuracy
 from .schedule import LRSchedule
 from .trainer import Trainer, build_model, load_model, train
 

@@ -38,7 +38,8 @@ from .. import models as fmodels
 from . import checkpoint as ckpt
 from . import dist
 from .config import DATASET_DEFAULTS, TrainConfig
-from .evaluate import accuracy, parse_attack
+from ..eval.suite import accuracy
+from ..eval.registry import parse_attack
 from .schedule import LRSchedule
 
 
