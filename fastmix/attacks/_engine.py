@@ -420,7 +420,7 @@ def check_images(name: str, x, check: bool) -> Tensor:
     V.float_tensor(name, x, min_dim=2)
     if x.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one sample, got shape {tuple(x.shape)}")
-    if check:
+    if check and not bool(((x >= 0) & (x <= 1)).all()):  # one pass, one host read; NaN fails too
         V.finite(name, x)
         V.in_range(name, x, 0.0, 1.0, " (the image range)")
     return x
