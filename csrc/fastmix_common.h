@@ -89,4 +89,37 @@ inline void check_norm(const char* op, int64_t norm) {
   TORCH_CHECK(norm == 0 || norm == 2, op, ": norm must be 0 (L-inf) or 2 (L2), got ", norm);
 }
 
+// Structural checks shared by the CPU and CUDA registrations: every tensor of one call on
+// `dev_type`, shapes and dtypes in the kernel form of docs/OPS.md.
+inline void check_device_type(const char* op, const at::Tensor& t, c10::DeviceType dev_type) {
+  TORCH_CHECK(t.device().type() == dev_type, op, ": expected ", c10::DeviceTypeName(dev_type),
+              " tensors, got one on ", t.device());
+}
+
+inline void check_pgd_args(const char* op, const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x_nat,
+                           const at::Tensor& eps, const at::Tensor& alpha, int64_t norm, c10::DeviceType dev_type) {
+  check_device_type(op, x, dev_type);
+  sample_numel(op, x);
+  check_like(op, x, grad, "grad");
+  check_like(op, x, x_nat, "x_nat");
+  const int64_t B = x.size(0);
+  check_vec(op, eps, B, "eps", x.device());
+  check_vec(op, alpha, B, "alpha", x.device());
+  check_norm(op, norm);
+}
+
+inline void check_soft_ce_targets(const char* op, const at::Tensor& logits, const at::Tensor& ya, const at::Tensor& yb,
+                                  const at::Tensor& w, const at::Tensor& sa, const at::Tensor& sb,
+                                  c10::DeviceType dev_type) {
+  check_device_type(op, logits, dev_type);
+  check_logits(op, logits);
+  const int64_t B = logits.size(0);
+  const auto dev = logits.device();
+  check_vec(op, ya, B, "ya", dev, at::kLong);
+  check_vec(op, yb, B, "yb", dev, at::kLong);
+  check_vec(op, w, B, "w", dev);
+  check_vec(op, sa, B, "sa", dev);
+  check_vec(op, sb, B, "sb", dev);
+}
+
 }  // namespace fastmix

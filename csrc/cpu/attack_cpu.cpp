@@ -38,16 +38,6 @@ namespace avx2 {
 // Parallel grain in samples for the per-sample (L2) kernels: about kGrain elements.
 int64_t sample_grain(int64_t D) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, 3 * D)); }
 
-void check_pgd_args(const char* op, const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x_nat,
-                    const at::Tensor& eps, const at::Tensor& alpha, int64_t norm) {
-  sample_numel(op, x);
-  check_like(op, x, grad, "grad");
-  check_like(op, x, x_nat, "x_nat");
-  const int64_t B = x.size(0);
-  check_vec(op, eps, B, "eps", x.device());
-  check_vec(op, alpha, B, "alpha", x.device());
-  check_norm(op, norm);
-}
 
 // pgd_step with the output in `out` (which is x itself for pgd_step_).
 void pgd_step_into(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x_nat, const at::Tensor& eps,
@@ -79,7 +69,7 @@ void pgd_step_into(const at::Tensor& x, const at::Tensor& grad, const at::Tensor
 
 at::Tensor pgd_step(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x_nat, const at::Tensor& eps,
                     const at::Tensor& alpha, int64_t norm, double lo, double hi) {
-  check_pgd_args("pgd_step", x, grad, x_nat, eps, alpha, norm);
+  check_pgd_args("pgd_step", x, grad, x_nat, eps, alpha, norm, at::kCPU);
   at::Tensor out = at::empty_like(x);  // keeps x's memory format
   pgd_step_into(x, grad, x_nat, eps, alpha, norm, lo, hi, out);
   return out;
@@ -87,7 +77,7 @@ at::Tensor pgd_step(const at::Tensor& x, const at::Tensor& grad, const at::Tenso
 
 void pgd_step_(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x_nat, const at::Tensor& eps,
                const at::Tensor& alpha, int64_t norm, double lo, double hi) {
-  check_pgd_args("pgd_step_", x, grad, x_nat, eps, alpha, norm);
+  check_pgd_args("pgd_step_", x, grad, x_nat, eps, alpha, norm, at::kCPU);
   pgd_step_into(x, grad, x_nat, eps, alpha, norm, lo, hi, x);
 }
 

@@ -52,22 +52,11 @@ namespace avx2 {
 // Rows per parallel task: about kGrain elements of work (`cost` per element).
 int64_t row_grain(int64_t C, int64_t cost) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, cost * C)); }
 
-void check_soft_ce_targets(const char* op, const at::Tensor& logits, const at::Tensor& ya, const at::Tensor& yb,
-                           const at::Tensor& w, const at::Tensor& sa, const at::Tensor& sb) {
-  check_logits(op, logits);
-  const int64_t B = logits.size(0);
-  const auto dev = logits.device();
-  check_vec(op, ya, B, "ya", dev, at::kLong);
-  check_vec(op, yb, B, "yb", dev, at::kLong);
-  check_vec(op, w, B, "w", dev);
-  check_vec(op, sa, B, "sa", dev);
-  check_vec(op, sb, B, "sb", dev);
-}
 
 std::tuple<at::Tensor, at::Tensor> soft_ce_fwd(const at::Tensor& logits, const at::Tensor& ya, const at::Tensor& yb,
                                                const at::Tensor& w, const at::Tensor& sa, const at::Tensor& sb) {
   const char* op = "soft_ce_fwd";
-  check_soft_ce_targets(op, logits, ya, yb, w, sa, sb);
+  check_soft_ce_targets(op, logits, ya, yb, w, sa, sb, at::kCPU);
   const int64_t B = logits.size(0);
   const int64_t C = logits.size(1);
   const auto f32 = logits.options().dtype(at::kFloat);
@@ -93,7 +82,7 @@ at::Tensor soft_ce_bwd(const at::Tensor& grad_loss, const at::Tensor& logits, co
                        const at::Tensor& ya, const at::Tensor& yb, const at::Tensor& w, const at::Tensor& sa,
                        const at::Tensor& sb) {
   const char* op = "soft_ce_bwd";
-  check_soft_ce_targets(op, logits, ya, yb, w, sa, sb);
+  check_soft_ce_targets(op, logits, ya, yb, w, sa, sb, at::kCPU);
   const int64_t B = logits.size(0);
   const int64_t C = logits.size(1);
   check_vec(op, grad_loss, B, "grad_loss", logits.device());

@@ -314,17 +314,6 @@ inline int sample_grid(int64_t B, int device) {
 // ---------------------------------------------------------------------------
 // Host side.
 // ---------------------------------------------------------------------------
-void check_pgd_args(const char* op, const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x_nat,
-                    const at::Tensor& eps, const at::Tensor& alpha, int64_t norm) {
-  TORCH_CHECK(x.is_cuda(), op, ": expected CUDA tensors");
-  sample_numel(op, x);
-  check_like(op, x, grad, "grad");
-  check_like(op, x, x_nat, "x_nat");
-  const int64_t B = x.size(0);
-  check_vec(op, eps, B, "eps", x.device());
-  check_vec(op, alpha, B, "alpha", x.device());
-  check_norm(op, norm);
-}
 
 void pgd_step_into(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x_nat, const at::Tensor& eps,
                    const at::Tensor& alpha, int64_t norm, double lo_d, double hi_d, const at::Tensor& out) {
@@ -377,7 +366,7 @@ void pgd_step_into(const at::Tensor& x, const at::Tensor& grad, const at::Tensor
 
 at::Tensor pgd_step(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x_nat, const at::Tensor& eps,
                     const at::Tensor& alpha, int64_t norm, double lo, double hi) {
-  check_pgd_args("pgd_step", x, grad, x_nat, eps, alpha, norm);
+  check_pgd_args("pgd_step", x, grad, x_nat, eps, alpha, norm, at::kCUDA);
   at::Tensor out = at::empty_like(x);  // keeps x's memory format
   pgd_step_into(x, grad, x_nat, eps, alpha, norm, lo, hi, out);
   return out;
@@ -385,7 +374,7 @@ at::Tensor pgd_step(const at::Tensor& x, const at::Tensor& grad, const at::Tenso
 
 void pgd_step_(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x_nat, const at::Tensor& eps,
                const at::Tensor& alpha, int64_t norm, double lo, double hi) {
-  check_pgd_args("pgd_step_", x, grad, x_nat, eps, alpha, norm);
+  check_pgd_args("pgd_step_", x, grad, x_nat, eps, alpha, norm, at::kCUDA);
   pgd_step_into(x, grad, x_nat, eps, alpha, norm, lo, hi, x);
 }
 

@@ -265,23 +265,11 @@ void with_flat(int64_t B, int64_t C, bool aligned, Launch&& launch) {
   });
 }
 
-void check_soft_ce_targets(const char* op, const at::Tensor& logits, const at::Tensor& ya, const at::Tensor& yb,
-                           const at::Tensor& w, const at::Tensor& sa, const at::Tensor& sb) {
-  TORCH_CHECK(logits.is_cuda(), op, ": expected CUDA tensors");
-  check_logits(op, logits);
-  const int64_t B = logits.size(0);
-  const auto dev = logits.device();
-  check_vec(op, ya, B, "ya", dev, at::kLong);
-  check_vec(op, yb, B, "yb", dev, at::kLong);
-  check_vec(op, w, B, "w", dev);
-  check_vec(op, sa, B, "sa", dev);
-  check_vec(op, sb, B, "sb", dev);
-}
 
 std::tuple<at::Tensor, at::Tensor> soft_ce_fwd(const at::Tensor& logits, const at::Tensor& ya, const at::Tensor& yb,
                                                const at::Tensor& w, const at::Tensor& sa, const at::Tensor& sb) {
   const char* opname = "soft_ce_fwd";
-  check_soft_ce_targets(opname, logits, ya, yb, w, sa, sb);
+  check_soft_ce_targets(opname, logits, ya, yb, w, sa, sb, at::kCUDA);
   const int64_t B = logits.size(0);
   const int64_t C = logits.size(1);
   const auto f32 = logits.options().dtype(at::kFloat);
@@ -313,7 +301,7 @@ at::Tensor soft_ce_bwd(const at::Tensor& grad_loss, const at::Tensor& logits, co
                        const at::Tensor& ya, const at::Tensor& yb, const at::Tensor& w, const at::Tensor& sa,
                        const at::Tensor& sb) {
   const char* opname = "soft_ce_bwd";
-  check_soft_ce_targets(opname, logits, ya, yb, w, sa, sb);
+  check_soft_ce_targets(opname, logits, ya, yb, w, sa, sb, at::kCUDA);
   const int64_t B = logits.size(0);
   const int64_t C = logits.size(1);
   check_vec(opname, grad_loss, B, "grad_loss", logits.device());
