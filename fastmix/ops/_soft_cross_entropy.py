@@ -63,7 +63,11 @@ class _SoftCERef(torch.autograd.Function):
     cancellation-free form (autograd of logsumexp would give ``p_c - t_c``)."""
 
     @staticmethod
-    def forward(ctx, logits, ya, yb, w, sa, sb):
+    def forward(ctx, logits, labels, weights):
+        # labels (2, B) = [ya, yb], weights (3, B) = [w, sa, sb]: stacked, because Dynamo
+        # does not trace an autograd.Function given one tensor twice (ya is yb for hard labels)
+        ya, yb = labels[0], labels[1]
+        w, sa, sb = weights[0], weights[1], weights[2]
         z = logits.float()
         C = z.shape[1]
         phi_a, phi_b, oa, ob = _phis(ya, yb, w, sa, sb, C, z)
@@ -83,7 +87,7 @@ class _SoftCERef(torch.autograd.Function):
         one_minus_t = w[:, None] * (1.0 - phi_a) + (1.0 - w)[:, None] * (1.0 - phi_b)
         label = (oa + ob) > 0
         d = torch.where(label, one_minus_t - torch.where(oa > 0, q_a, q_b), p - t)
-        return (g.float()[:, None] * d).to(ctx.dtype), None, None, None, None, None
+        return (g.float()[:, None] * d).to(ctx.dtype), None, None
 
 
 def soft_cross_entropy_ref(logits: Tensor, ya: Tensor, yb: Tensor | None = None, w=None, sa=None, sb=None,
@@ -96,7 +100,9 @@ def soft_cross_entropy_ref(logits: Tensor, ya: Tensor, yb: Tensor | None = None,
     B = logits.shape[0]
     dev = logits.device
     yb = ya if yb is None else yb
-    loss = _SoftCERef.apply(logits, ya, yb, _as_f32(w, B, dev), _as_f32(sa, B, dev), _as_f32(sb, B, dev))
+    labels = torch.stack([ya.long(), yb.long()])
+    weights = torch.stack([_as_f32(w, B, dev), _as_f32(sa, B, dev), _as_f32(sb, B, dev)])
+    loss = _SoftCERef.apply(logits, labels, weights)
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
     return L.reduce(loss, reduction)
