@@ -11,9 +11,11 @@ Numerics, the same in the reference and the kernels (docs/OPS.md):
   a row holding +inf has lse +inf;
 - a class whose target weight is 0 contributes 0 to ``sum_c t_c z_c``, so a -inf logit
   the target excludes leaves the loss finite (as F.cross_entropy);
-- the gradient at a label class is ``(1 - t_c) - sum_{c' != c} p_c'`` rather than
-  ``p_c - t_c``, which cancels when the softmax saturates; so the fused op's
-  true-class gradient is at least as accurate as torch's own fp32 cross-entropy.
+- the gradient at a label class holding more than half the probability (``p_c > 1/2``)
+  is ``(1 - t_c) - sum_{c' != c} p_c'`` rather than ``p_c - t_c``, which cancels when
+  the softmax saturates; so the fused op's true-class gradient is at least as
+  accurate as torch's own fp32 cross-entropy. Elsewhere ``p_c - t_c`` is exact enough
+  (and the complement form would cancel instead).
 """
 from __future__ import annotations
 
@@ -85,7 +87,8 @@ class _SoftCERef(torch.autograd.Function):
         q_a = (p * (1.0 - oa)).sum(dim=1, keepdim=True)  # sum of the other classes' p
         q_b = (p * (1.0 - ob)).sum(dim=1, keepdim=True)
         one_minus_t = w[:, None] * (1.0 - phi_a) + (1.0 - w)[:, None] * (1.0 - phi_b)
-        label = (oa + ob) > 0
+        # complement form where the class dominates (p > 1/2: p - t would cancel), p - t elsewhere
+        label = ((oa + ob) > 0) & (p > 0.5)
         d = torch.where(label, one_minus_t - torch.where(oa > 0, q_a, q_b), p - t)
         return (g.float()[:, None] * d).to(ctx.dtype), None, None
 

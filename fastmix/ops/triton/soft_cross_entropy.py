@@ -14,9 +14,9 @@ Numerics (shared with the reference, docs/OPS.md): an infinite row max is not
 subtracted (torch.logsumexp's convention: a row of -inf gives lse -inf, a row holding
 +inf gives +inf, never NaN); a class whose target weight is 0 contributes nothing to
 ``sum_c t_c z_c`` (a -inf logit the target excludes gives a finite loss, as in
-F.cross_entropy); the gradient at a label class is ``(1 - t_c) - sum_{c' != c} p_c'``,
-which keeps full relative precision when the softmax saturates (``p_c - t_c`` with
-``p_c`` near 1 cancels).
+F.cross_entropy); the gradient at a label class with ``p_c > 1/2`` is
+``(1 - t_c) - sum_{c' != c} p_c'``, which keeps full relative precision when the softmax
+saturates (``p_c - t_c`` with ``p_c`` near 1 cancels).
 """
 import torch
 import triton
@@ -120,7 +120,7 @@ def _soft_ce_bwd_kernel(gl_ptr, z_ptr, lse_ptr, ya_ptr, yb_ptr, w_ptr, sa_ptr, s
                         BLOCK_C: tl.constexpr):
     """``dz_ic = grad_loss_i * (p_ic - t_ic)``, ``p = exp(z - lse)``, elementwise over a 2-D
     grid (row tiles x column tiles); at the label classes ``p_c - t_c`` is computed as
-    ``(1 - t_c) - sum_{c' != c} p_c'`` (no cancellation). Labels are only compared here,
+    ``(1 - t_c) - sum_{c' != c} p_c'`` where ``p_c > 1/2`` (no cancellation). Labels are only compared here,
     never used as addresses, so a bad label cannot make this kernel read out of bounds."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -154,7 +154,8 @@ def _soft_ce_bwd_kernel(gl_ptr, z_ptr, lse_ptr, ya_ptr, yb_ptr, w_ptr, sa_ptr, s
     one_m_t = w[:, None] * tl.where(is_a, 1.0 - sa[:, None], 1.0 - off_a[:, None]) + \
         (1.0 - w)[:, None] * tl.where(is_b, 1.0 - sb[:, None], 1.0 - off_b[:, None])
     q = tl.where(is_a, qa[:, None], qb[:, None])
-    d = tl.where(is_a | is_b, one_m_t - q, p - t)
+    # complement form only where the class dominates (p > 1/2); below, it would cancel
+    d = tl.where((is_a | is_b) & (p > 0.5), one_m_t - q, p - t)
     tl.store(out_ptr + offs, (gl[:, None] * d).to(out_ptr.dtype.element_ty), mask=mask)
 
 
