@@ -259,6 +259,10 @@ def use(backend: str, device_type: str | None = None):
     or only on ``device_type``). For tests and benchmarks; not thread-safe by design (it
     changes the process-wide default and restores it on exit)."""
     probe()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "torch":
+        require(backend)
     saved = dict(_default)
     global _forced
     saved_forced = _forced
