@@ -73,7 +73,9 @@ def pgd(model: nn.Module, x: Tensor, y, *, eps, alpha, steps: int, norm: str = "
             ``min(max_{j!=y} z_j - z_y, confidence)``), ``"kl"`` (TRADES:
             ``KL(softmax f(x) || softmax f(x_k))`` with ``x_0 = x + 0.001 N(0, I)``; ``y``
             may be None), ``"dlr"``, or ``fn(logits, y) -> (B,)`` per-sample loss.
-        random_start: start from a uniform point of the eps-ball.
+        random_start: start from a random point: uniform in the eps-ball, or for
+            ``loss="kl"`` TRADES's ``x + 0.001 N(0, I)``; ``False``: start at ``x`` (every
+            loss, so two calls give the same result).
         targeted: ``y`` holds target classes; the attack descends the loss towards them.
         restarts: R >= 1 runs; per sample the run that misclassifies (targeted: hits the
             target) is kept, ties broken by the higher final loss.
@@ -91,7 +93,7 @@ def pgd(model: nn.Module, x: Tensor, y, *, eps, alpha, steps: int, norm: str = "
     amp = autocast_dtype(autocast)
     prepare = (lambda xn, _: torch.log_softmax(model(xn).float(), dim=1)) if kl else None
     loop = Loop(model, loss_fn, steps=steps, norm=norm, sign=sign, amp=amp, prepare=prepare,
-                  start="normal" if kl else ("uniform" if random_start else None), count=return_kappa)
+                  start=("normal" if kl else "uniform") if random_start else None, count=return_kappa)
     key = _graph_key(model, cuda_graph, "pgd", norm, steps, loss if isinstance(loss, str) else id(loss),
                      random_start, targeted, float(confidence), str(bn_mode), amp, return_kappa)
     with attack_mode(model, bn_mode):
