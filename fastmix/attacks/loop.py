@@ -123,11 +123,17 @@ class Loop:
         return x, kappa
 
 
-def run(loop: Loop, x_nat, eps, alpha, aux, label, *, check: bool, graph_key=None, model=None):
-    """Run ``loop`` eagerly, or through the CUDA-graph cache when ``graph_key`` is given and
-    the input is on a GPU (eager for every other case)."""
-    if graph_key is None or not x_nat.is_cuda:
+def run(loop: Loop, x_nat, eps, alpha, aux, label, *, check: bool, graph_key=None, model=None,
+        callables=()):
+    """Run ``loop`` eagerly, or through the CUDA-graph cache when ``graph_key`` (the attack's
+    settings) is given and the input is on a GPU (eager for every other case).
+
+    ``model``: the attacked module, the cache's key (held weakly). ``callables``: objects
+    ``graph_key`` names only by ``id`` (a custom loss, a transform), matched by identity."""
+    if graph_key is None or not graphs.capturable(x_nat):
         return loop(x_nat, eps, alpha, aux, label, check=check)
+    if model is None:
+        raise ValueError("cuda_graph=True needs the attacked model (the cache's key)")
     soft = isinstance(aux, SoftTarget)
     if soft:  # static buffers need tensors for every field
         aux = aux.filled(check=False)
@@ -143,4 +149,4 @@ def run(loop: Loop, x_nat, eps, alpha, aux, label, *, check: bool, graph_key=Non
 
     if any(not isinstance(t, Tensor) for t in tensors):
         raise ValueError("cuda_graph=True needs tensor inputs and targets")
-    return graphs.GRAPHS((graph_key, soft, has_label), fn, tensors, model, check)
+    return graphs.GRAPHS(model, (graph_key, soft, has_label), fn, tensors, check, callables)
