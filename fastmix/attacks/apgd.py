@@ -130,7 +130,7 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps, steps: int = 100, norm:
     if loss not in ("ce", "dlr"):
         raise ValueError(f"loss must be 'ce' or 'dlr', got {loss!r}")
     base, sign = make_loss(loss, targeted)
-    loss_fn = base if sign > 0 else (lambda out, t, c: -base(out, t, c))
+    loss_fn = base if sign > 0 else (lambda out, t: -base(out, t))
     eps_t = check_eps("eps", eps, x.shape[0], x.device, check)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)

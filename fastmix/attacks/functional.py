@@ -89,6 +89,9 @@ def pgd(model: nn.Module, x: Tensor, y, *, eps, alpha, steps: int, norm: str = "
         return_kappa: also return GAIRAT's kappa (needs hard labels or a SoftTarget).
     """
     check_int("restarts", restarts, 1)
+    if loss == "dlr" and targeted:  # targeted DLR compares the label with a target: (B, 2) pairs
+        raise ValueError("loss='dlr' with targeted=True needs the true label and the target per sample; "
+                         "use fastmix.attacks.apgd(..., loss='dlr', targeted=True) (APGD-T)")
     loss_fn, sign = make_loss(loss, targeted, confidence)
     kl = loss == "kl"
     x, y, eps_t, alpha_t = _prepare_inputs(x, y, eps, alpha, steps, norm, check, channels_last,
@@ -118,7 +121,7 @@ def _keep_better(best, x_adv, kappa, model, loop, x, y, label, sign, targeted, a
     """Per sample, keep the restart that succeeded, then the one with the higher loss."""
     with torch.no_grad(), autocast_context(x.device, amp):
         out = model(x_adv)
-    lv = loop.loss_fn(out, loop.target(x, y), False).float() * sign
+    lv = loop.loss_fn(out, loop.target(x, y)).float() * sign
     if label is None:
         ok = torch.zeros_like(lv, dtype=torch.bool)
     else:

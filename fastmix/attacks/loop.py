@@ -16,6 +16,7 @@ from torch import Tensor
 from .. import ops
 from ..ops.target import SoftTarget, repeat_target
 from . import graphs
+from .losses import check_target
 from .modes import autocast_context
 
 __all__ = ["AttackResult", "input_grad", "Loop", "run"]
@@ -40,6 +41,7 @@ def input_grad(fwd, loss_fn, x: Tensor, target, *, amp=None, check=False, eot: i
         fwd: ``x -> output`` (logits or features).
         x: ``(B, ...)`` the point to differentiate at (not modified).
         target: what ``loss_fn`` compares the output with (labels, SoftTarget, tensor).
+        check: validate the output and the target first (:func:`~fastmix.attacks.losses.check_target`).
         amp: autocast dtype for the forward (None: the input's precision).
         eot, eot_batch, transform: Expectation over Transformation: the gradient is summed
             over ``eot`` draws of ``transform(x)`` (the direction of the mean), ``eot_batch``
@@ -61,7 +63,10 @@ def input_grad(fwd, loss_fn, x: Tensor, target, *, amp=None, check=False, eot: i
                 inp = transform(inp)
             with autocast_context(x.device, amp):
                 out = fwd(inp)
-            lv = loss_fn(out, repeat_target(target, n), check and done == 0)
+            tgt = repeat_target(target, n)
+            if check and done == 0:
+                check_target(out, tgt)
+            lv = loss_fn(out, tgt)
             if lv.shape != (n * B,):
                 raise ValueError(f"the loss must return one value per sample, shape ({n * B},); "
                                  f"got shape {tuple(lv.shape)}")
