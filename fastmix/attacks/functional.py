@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..ops import _validate as validate
 from ..ops.target import SoftTarget, label_of
-from .checks import check_eps, check_images, check_int, check_labels
+from .checks import check_eps, check_images, check_int, check_labels, check_norm
 from .losses import feature_loss, make_loss
 from .loop import AttackResult, Loop, run
 from .modes import attack_mode, autocast_context, autocast_dtype
@@ -47,7 +47,7 @@ def _prepare_inputs(x, y, eps, alpha, steps, norm, check, channels_last, *, y_re
             raise ValueError("y (the labels) is required for this loss")
         y = check_labels("y", y, x, check)
     check_int("steps", steps, 1)
-    validate.norm_code(norm)
+    check_norm(norm)
     if isinstance(y, SoftTarget) and not (loss == "ce" or callable(loss)):
         raise ValueError(f"a SoftTarget y needs loss='ce' (or a callable), got loss={loss!r}")
     B = x.shape[0]

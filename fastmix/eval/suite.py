@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from .. import data as fdata
 from .. import dist
+from ..progress import bar as progress_bar
 from ..attacks.specs import EvalAttack, expand_attacks, parse_attack
 from ..checkpoint import load_model
 
@@ -157,16 +158,6 @@ def _run_batches(model, batches: Iterable, named: dict, *, seed: int, autocast, 
         start += y.shape[0]
 
 
-def _progress(enabled: bool, total: int, desc: str):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, leave=False)
-
-
 def _check_data(x, y):
     if not isinstance(x, Tensor) or x.dim() < 2 or x.dtype not in (torch.uint8, torch.float32, torch.float16,
                                                                    torch.bfloat16, torch.float64):
@@ -226,7 +217,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str] | st
         for k, v in res.items():
             correct[k][start:start + b] = v.cpu()
 
-    bar = _progress(progress, N * len(named), "eval")
+    bar = progress_bar(progress, N * len(named), "eval")
     was_training = model.training
     model.eval()
     try:

@@ -36,6 +36,7 @@ from .. import data as fdata
 from .. import dist
 from .. import methods as fmethods
 from .. import models as fmodels
+from .. import progress
 from ..attacks.specs import parse_attack
 from ..checkpoint import load_model, resolve_device  # noqa: F401  (load_model re-exported)
 from ..eval.suite import accuracy
@@ -252,8 +253,8 @@ class Trainer:
         seen = torch.zeros((), dtype=torch.int64, device=dev)
         stat_sums: dict[str, torch.Tensor] = {}
         lr0 = self.schedule.lr()
-        bar = _progress(cfg.progress and self.info.is_main, self.loader.samples_per_epoch,
-                        f"epoch {self.epoch + 1}/{cfg.epochs}")
+        bar = progress.bar(cfg.progress and self.info.is_main, self.loader.samples_per_epoch,
+                           f"epoch {self.epoch + 1}/{cfg.epochs}", unit_scale=True)
         t0 = time.perf_counter()
         for step, (x, y, idx) in enumerate(self.loader):
             out = self.train_step(x, y, idx)
@@ -364,13 +365,6 @@ def process_switches(*, deterministic: bool = False, cudnn_benchmark: bool | Non
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
         else:
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = before[3]
-
-
-def _progress(enabled: bool, total: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
 
 
 def _summary(row: dict) -> str:
