@@ -228,7 +228,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str] | st
         model.train(was_training)
         if bar is not None:
             bar.close()
-    acc = {k: float(v.float().mean()) for k, v in correct.items()}
+    # exact fractions of the images (Python ints divided once), not float32 means such as
+    # 0.7599999904632568: what --json prints is what a reader would compute from the counts
+    acc = {k: int(v.sum()) / N if N else 0.0 for k, v in correct.items()}
     worst = torch.ones(N, dtype=torch.bool)
     for v in correct.values():
         worst &= v
@@ -237,7 +239,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str] | st
     aa = [v for v in named.values() if isinstance(v, EvalAttack) and v.kind == "autoattack"]
     if aa:
         meta["autoattack_components"] = list(aa[0].components)
-    return SuiteResult(acc, float(worst.float().mean()), N, float(eps), correct, seconds, meta)
+    return SuiteResult(acc, int(worst.sum()) / N if N else 0.0, N, float(eps), correct, seconds, meta)
 
 
 def accuracy(model: nn.Module, batches: Iterable, attacks: dict, *, seed: int = 0,
