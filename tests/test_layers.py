@@ -80,3 +80,14 @@ def test_importing_eval_and_methods_loads_nothing_of_train():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": ROOT})
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cli_demo_prints_the_table_of_the_library_run(tmp_path, capsys):
+    import json
+    assert cli.main(["demo", "--epochs", "1", "--methods", "standard", "--out", str(tmp_path), "--quiet",
+                     "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "| method   |  clean |   fgsm |  pgd20 |   cw20 | train s |" in out and "| standard |" in out
+    res = json.loads(out.strip().splitlines()[-1])
+    assert set(res["results"]["standard"]) == {"clean", "fgsm", "pgd20", "cw20", "train_s"}
+    assert os.path.isfile(tmp_path / "standard" / "last.pt")
