@@ -88,13 +88,19 @@ def test_repeated_calls_with_a_normalisation_build_one_graph(stub):
     assert len(stub.made) == 2 and graphs.GRAPHS.count(atk._net(x.device)) == 2
 
 
-def test_clearing_frees_the_graphs(stub):
+def _two_graphs():
+    """A model attacked through a normalisation wrapper and bare: two keys, one graph each."""
     net = Net().eval()
     atk = A.PGD(net, eps=0.1, alpha=0.02, steps=2, cuda_graph=True)
     atk.set_normalization_used(MEAN, STD)
     x, y = _data()
     atk(_normalised(x), y)
     A.pgd(net, x, y, eps=0.1, alpha=0.02, steps=2, cuda_graph=True)  # the bare model: its own key
+    return net, atk
+
+
+def test_clearing_frees_the_graphs(stub):
+    net, atk = _two_graphs()
     assert len(graphs.GRAPHS) == 2 and stub.alive() == 2
     A.clear_graphs(net)  # one module's graphs only
     assert len(graphs.GRAPHS) == 1 and stub.alive() == 1
@@ -103,12 +109,7 @@ def test_clearing_frees_the_graphs(stub):
 
 
 def test_a_dead_model_leaves_no_graph_behind(stub):
-    net = Net().eval()
-    atk = A.PGD(net, eps=0.1, alpha=0.02, steps=2, cuda_graph=True)
-    atk.set_normalization_used(MEAN, STD)
-    x, y = _data()
-    atk(_normalised(x), y)
-    A.pgd(net, x, y, eps=0.1, alpha=0.02, steps=2, cuda_graph=True)
+    net, atk = _two_graphs()
     assert stub.alive() == 2
     probe = weakref.ref(net)
     del atk, net
