@@ -187,19 +187,13 @@ def cmd_eval(a) -> int:
 
 
 def _sanity(a, eps: float, progress: bool) -> list:
-    """The sanity checks of ``fastmix eval --sanity`` on the same images; each failure is
-    printed to stderr as a warning naming the likely cause."""
-    import warnings as _w
-
-    from .checkpoint import load_model
-    from .eval import format_verdicts, load_heldout, run_sanity
-    model, x, y, _ = load_heldout(a.checkpoint, data_dir=a.data_dir, samples=a.sanity_samples or a.samples,
-                                  subset_seed=a.subset_seed, device=a.device)
-    surrogate = load_model(a.surrogate, a.device)[0] if a.surrogate else None
-    with _w.catch_warnings():
-        _w.simplefilter("ignore")  # printed below, once per check
-        verdicts = run_sanity(model, x, y, eps=eps, surrogate=surrogate, batch_size=a.batch_size, seed=a.seed,
-                              progress=progress, large_eps=a.large_eps)
+    """``fastmix eval --sanity``: :func:`fastmix.eval.sanity_checkpoint` on the same images;
+    each failure is printed to stderr as a warning naming the likely cause."""
+    from .eval import format_verdicts, sanity_checkpoint
+    verdicts = sanity_checkpoint(a.checkpoint, eps=eps, surrogate=a.surrogate, samples=a.sanity_samples or a.samples,
+                                 subset_seed=a.subset_seed, data_dir=a.data_dir, device=a.device,
+                                 batch_size=a.batch_size, seed=a.seed, progress=progress, large_eps=a.large_eps,
+                                 warn=False)  # printed below, once per check
     for v in verdicts:
         if v.passed is False:
             print(f"WARNING: sanity check {v.name} failed: {v.message}\n  likely cause: {v.cause}",
