@@ -8,7 +8,8 @@ synchronisation (no ``.item()``, no branch on a tensor value; the fused ops run 
 The cache (:data:`GRAPHS`) is keyed by the attacked module itself, held weakly: when the
 module is garbage-collected its graphs go with it, and nothing in the cache keeps a module
 alive (a captured graph references device memory, not Python objects). Per module it keys
-the attack's settings, the input shapes/strides/dtypes and the modules' training flags;
+the attack's settings, the input shapes/strides/dtypes and the modules' training flags
+(and BatchNorm's ``track_running_stats``, which changes what a captured forward does);
 callables among the settings (a custom loss, an EOT transform) are matched by identity
 through weak references, so a new callable that happens to reuse a dead one's ``id`` never
 replays the dead one's graph. When the module's parameters or buffers move to new storage
@@ -113,7 +114,7 @@ class GraphCache:
             slot.entries.clear()
             slot.storage = storage
         key = (settings, tuple((tuple(t.shape), t.stride(), t.dtype, t.device) for t in tensors),
-               tuple(m.training for m in model.modules()))
+               tuple((m.training, getattr(m, "track_running_stats", None)) for m in model.modules()))
         entry = slot.entries.get(key)
         if entry is not None and not entry.matches(callables):
             del slot.entries[key]  # the callable it was captured with is gone or replaced
