@@ -31,6 +31,7 @@ from ._pgd_step import L2_GRAD_EPS, pgd_step, pgd_step_, pgd_step_ref
 from ._random_start import (L2_NOISE_EPS, draw_random_start_noise, random_start,
                             random_start_from_noise_ref, random_start_ref)
 from ._soft_cross_entropy import soft_cross_entropy, soft_cross_entropy_ref, soft_target_ref
+from .target import SoftTarget, label_of  # noqa: F401,E402  (the compact target, beside the ops)
 
 __all__ = [
     "pgd_step", "pgd_step_", "random_start", "mix", "soft_cross_entropy", "cw_margin",
