@@ -59,8 +59,7 @@ def cw_margin(logits: Tensor, y: Tensor, *, kappa: float = 0.0, reduction: str =
     bk = _backend.resolve(logits.device, backend)
     if bk == "torch":
         return cw_margin_ref(logits, y, kappa=float(kappa), reduction=reduction)
-    margin, _ = L.kernel("cw_margin_fwd", bk)(logits.contiguous(), y, float(kappa))
-    return L.reduce(margin, reduction)
+    return L.call_first_output("cw_margin_fwd", bk, _EAGER, reduction, logits.contiguous(), y, float(kappa))
 
 
 # ------------------------------------------------------------------ fakes, autograd, register
@@ -93,3 +92,5 @@ def _make_backward(backend):
 
 L.register("cw_margin_bwd", fake=_fake_bwd)
 L.register("cw_margin_fwd", fake=_fake_fwd, make_backward=_make_backward, setup_context=_setup_context)
+_EAGER = {k: L.eager_first_output("cw_margin_fwd", b, _setup_context, _make_backward)
+          for k, b in (("native", "cpp"), ("triton", "triton"))}

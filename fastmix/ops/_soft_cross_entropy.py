@@ -167,8 +167,7 @@ def soft_cross_entropy(logits: Tensor, ya: Tensor, yb: Tensor | None = None, w=N
     bk = _backend.resolve(dev, backend)
     if bk == "torch":
         return soft_cross_entropy_ref(logits, ya, yb, w, sa, sb, reduction)
-    loss, _ = L.kernel("soft_ce_fwd", bk)(logits.contiguous(), ya, yb, w, sa, sb)
-    return L.reduce(loss, reduction)
+    return L.call_first_output("soft_ce_fwd", bk, _EAGER, reduction, logits.contiguous(), ya, yb, w, sa, sb)
 
 
 # ------------------------------------------------------------------ fakes, autograd, register
@@ -205,3 +204,5 @@ def _make_backward(backend):
 kernel_of = L.kernel
 L.register("soft_ce_bwd", fake=_fake_bwd)
 L.register("soft_ce_fwd", fake=_fake_fwd, make_backward=_make_backward, setup_context=_setup_context)
+_EAGER = {k: L.eager_first_output("soft_ce_fwd", b, _setup_context, _make_backward)
+          for k, b in (("native", "cpp"), ("triton", "triton"))}
