@@ -90,8 +90,8 @@ def test_bad_index_message_names_the_value_under_the_interpreter():
     if "triton" not in CPU_BACKENDS:
         pytest.skip("the Triton interpreter is not available here")
     r = _run_bad_calls("triton", False)
-    assert "RAISED RuntimeError fastmix::mix_triton: index[3] = 1000000 is out of range [0, 4)" in r.stdout, r.stdout
-    assert "RAISED RuntimeError fastmix::soft_ce_fwd_triton: ya[2] = 1000000000 is out of range [0, 10)" in r.stdout
+    assert "RAISED IndexError fastmix::mix_triton: index[3] = 1000000 is out of range [0, 4)" in r.stdout, r.stdout
+    assert "RAISED IndexError fastmix::soft_ce_fwd_triton: ya[2] = 1000000000 is out of range [0, 10)" in r.stdout
 
 
 # ---------------------------------------------------------------------------- host syncs

@@ -118,7 +118,7 @@ def check_index_values(op: str, name: str, t: torch.Tensor, n: int) -> None:
     bad = (t < 0) | (t >= n)
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
-        raise RuntimeError(f"fastmix::{op}_triton: {name}[{i}] = {int(t[i])} is out of range [0, {n})")
+        raise IndexError(f"fastmix::{op}_triton: {name}[{i}] = {int(t[i])} is out of range [0, {n})")
 
 
 def _is_dense_batch_outer(t: torch.Tensor) -> bool:
