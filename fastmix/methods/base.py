@@ -167,6 +167,19 @@ class Method:
                     out[p.name] = getattr(self, p.name)
         return out
 
+    # -------------------------------------- loop-level API (fastmix.methods.loop)
+    def attach(self, model: nn.Module, **kw) -> "Method":
+        """Bind to a model of your own for :meth:`step`, without a trainer (``train_data=``,
+        ``epochs=``, ...: see :func:`fastmix.methods.loop.attach`). Returns ``self``."""
+        from .loop import attach
+        return attach(self, model, **kw)
+
+    def step(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor | None = None) -> Tensor:
+        """The scalar loss of one batch from a hand-written loop: ``loss = method.step(model,
+        x, y)``; binds to ``model`` on first use (see :mod:`fastmix.methods.loop`)."""
+        from .loop import step
+        return step(self, model, x, y, idx)
+
     # ------------------------------------------------------------------- helpers
     def attack(self, x: Tensor, y: Tensor, **overrides) -> Tensor:
         """``fastmix.attacks.pgd`` against ``ctx.attack_model`` with this method's eps,
