@@ -281,3 +281,92 @@ def test_mixup_inference_on_a_user_model(digits):
         torch.testing.assert_close(mi(x), F.softmax(net(x), 1), atol=1e-6, rtol=1e-5)
     p = M.MixupInference(net, X, Y, mode="pl", n=4)(x)
     torch.testing.assert_close(p.sum(1), torch.ones(12))
+
+
+# ------------------------------------------------------------- the trainer and the CLI
+def _tiny_splits(splits, n_train=128, n_test=64):
+    from fastmix.data.datasets import Splits
+    return Splits(splits.name, splits.train.subset(torch.arange(n_train)), splits.test.subset(torch.arange(n_test)),
+                  splits.num_classes, splits.crop, splits.flip, splits.mean, splits.std, splits.meta)
+
+
+def _tiny_cfg(out, method, **kw):
+    from fastmix.train import TrainConfig
+    base = dict(method=method, method_opts=dict(USER_OPTS.get(method, {})), epochs=1, batch_size=32, steps=2,
+                eval_samples=64, eval_steps=2, probe_size=32, progress=False, out=str(out), device="cpu")
+    base.update(kw)
+    return TrainConfig.for_dataset("digits", **base)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_method_trains_a_user_model_through_the_trainer(name, digits, tmp_path):
+    """``fastmix.train.train(cfg, model=UserNet())``: one epoch (128 digits, 4 steps) of every
+    method, trained in place, with its metrics, checkpoint and the recorded model name."""
+    from fastmix.checkpoint import load_model
+    from fastmix.train import train
+    torch.manual_seed(0)
+    net = UserNet()
+    before = copy.deepcopy(net.state_dict())
+    t = train(_tiny_cfg(tmp_path, name), _tiny_splits(digits), model=net)
+    assert t.module is net and t.cfg.model == "<_user_model.UserNet>"
+    row = t.history[-1]
+    assert math.isfinite(row["train_loss"]) and 0 <= row["clean_acc"] <= 1 and 0 <= row["pgd_acc"] <= 1
+    assert not torch.equal(net.state_dict()["fc.weight"], before["fc.weight"])
+    with pytest.raises(ValueError, match=r"holds a model of your own \(<_user_model.UserNet>\); pass it"):
+        load_model(str(tmp_path / "last.pt"), "cpu")
+    again, _ = load_model(str(tmp_path / "last.pt"), "cpu", model=UserNet())
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[k], v)
+
+
+def test_mixup_inference_on_a_user_model_trained_by_the_trainer(digits, tmp_path):
+    from fastmix.methods.mixup_inference import evaluate as mi_evaluate
+    from fastmix.train import train
+    net = UserNet()
+    sp = _tiny_splits(digits, n_test=96)
+    train(_tiny_cfg(tmp_path, "iat"), sp, model=net)
+    x = sp.test.images.float().div(255.0)
+    y = sp.test.labels
+    res = mi_evaluate(net.eval(), x[:32], y[:32], x[32:], y[32:], attacks=("clean", "pgd3"), eps=0.2, mode="pl",
+                      n=3)
+    assert set(res) == {"clean", "clean+mi", "pgd3", "pgd3+mi"}
+    assert all(0 <= v <= 1 for v in res.values()) and res["pgd3"] <= res["clean"]
+
+
+def test_resuming_a_user_model_run_needs_the_model_again(digits, tmp_path):
+    from fastmix.train import Trainer
+    sp = _tiny_splits(digits)
+    Trainer(_tiny_cfg(tmp_path, "at", epochs=2, stop_after=1), sp, model=UserNet()).fit()
+    with pytest.raises(ValueError, match=r"model object given to train\(cfg, model=\.\.\.\)"):
+        Trainer(_tiny_cfg(tmp_path, "at", epochs=2, resume=True), sp)
+    t = Trainer(_tiny_cfg(tmp_path, "at", epochs=2, resume=True), sp, model=UserNet())
+    assert t.epoch == 1 and len(t.fit()) == 2
+
+
+def test_cli_trains_and_evaluates_a_model_named_by_an_import_string(tmp_path, capsys):
+    import json
+    from fastmix import cli
+    out = tmp_path / "run"
+    rc = cli.main(["train", "--method", "ait", "--dataset", "digits", "--epochs", "1", "--steps", "2",
+                   "--model", "_user_model:build", "--model-opt", "width=4", "--opt", "features=pool",
+                   "--eval-samples", "64", "--eval-steps", "2", "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["config"]["model"] == "_user_model:build" and ck["model_args"]["width"] == 4
+    assert ck["method"]["hparams"]["features"] == "pool"
+    assert ck["model"]["conv1.weight"].shape[0] == 4  # width=4 reached build()
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", str(out / "last.pt"), "--attacks", "clean,pgd3", "--samples", "32"]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert cli.main(["eval", "--checkpoint", str(out / "last.pt"), "--model", "_user_model:build",
+                     "--attacks", "clean,pgd3", "--samples", "32", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"]
+    assert list(res) == ["clean", "pgd3"] and res["pgd3"] <= res["clean"]
+    for bad, msg in [("_user_model:nope", "has no attribute 'nope'"), ("no_such_pkg_xyz:build", "cannot import"),
+                     ("_user_model", "one of")]:
+        assert cli.main(["train", "--model", bad, "--epochs", "1", "--out", str(tmp_path / "b"),
+                         "--no-progress"]) == 2
+        assert msg in capsys.readouterr().err
+    assert cli.main(["train", "--model", "_user_model:build", "--model-opt", "depth=3", "--epochs", "1",
+                     "--out", str(tmp_path / "c"), "--no-progress"]) == 2
+    assert "model_opts ['depth'] are not parameters of _user_model:build" in capsys.readouterr().err

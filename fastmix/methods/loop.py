@@ -53,35 +53,13 @@ import torch
 import torch.distributed as tdist
 from torch import Tensor, nn
 
+from .. import dist
 from ..models import hooks
 from .base import Method, MethodContext, StepOutput
 
 
 def _dist_active() -> bool:
     return tdist.is_available() and tdist.is_initialized()
-
-
-def _all_reduce_sum(t: Tensor) -> Tensor:
-    if not _dist_active():
-        return t
-    t = t.clone()
-    tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
-    return t
-
-
-def _all_gather_cat(t: Tensor) -> Tensor:
-    if not _dist_active():
-        return t
-    world = tdist.get_world_size()
-    n = torch.tensor([t.shape[0]], device=t.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    tdist.all_gather(sizes, n)
-    sizes = [int(s) for s in sizes]
-    pad = t.new_zeros((max(sizes),) + tuple(t.shape[1:]))
-    pad[: t.shape[0]] = t
-    out = [torch.empty_like(pad) for _ in range(world)]
-    tdist.all_gather(out, pad)
-    return torch.cat([o[:s] for o, s in zip(out, sizes)])
 
 
 def _model_device(module: nn.Module) -> torch.device:
@@ -173,7 +151,7 @@ def attach(method: Method, model: nn.Module, *, train_data=None, epochs: int | N
         num_train=0 if data is None else int(data[0].shape[0]), epochs=1 if epochs is None else epochs,
         device=device, rank=tdist.get_rank() if _dist_active() else 0,
         world_size=tdist.get_world_size() if _dist_active() else 1,
-        all_reduce_sum=_all_reduce_sum, all_gather_cat=_all_gather_cat,
+        all_reduce_sum=dist.all_reduce_sum, all_gather_cat=dist.all_gather_cat,
         fetch=None if data is None else _fetcher(*data))
     method._loop_attach = given
     method._loop_model = model
