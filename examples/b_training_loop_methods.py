@@ -2,7 +2,7 @@
 
 The loop is yours (optimizer, schedule, batches); fastmix supplies one call per batch::
 
-    method = fastmix.methods.AVmixup(eps=0.2, steps=5)
+    method = fastmix.methods.AVmixup(eps=0.2, steps=3)
     loss = method.step(model, x, y)          # attack + mixing + the method's loss
     loss.backward()
 
@@ -65,9 +65,9 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(1)  # tiny 8x8 batches: one thread is fastest on a small CPU
     data = digits()
-    methods = [fastmix.methods.AVmixup(eps=0.2, steps=5),
-               fastmix.methods.IAT(eps=0.2, steps=5),
-               fastmix.methods.GIF(eps=0.2, steps=5, burn_in=0)]  # base="at"; burn_in=0: interpolate from epoch 1
+    methods = [fastmix.methods.AVmixup(eps=0.2, steps=3),
+               fastmix.methods.IAT(eps=0.2, steps=3),
+               fastmix.methods.GIF(eps=0.2, steps=3, burn_in=0)]  # base="at"; burn_in=0: interpolate from epoch 1
     for m in methods:
         t0 = time.perf_counter()
         clean, robust = train(m, a.epochs, data)

@@ -17,6 +17,10 @@ import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the CLI imports the trainer lazily (a fast --help); named here for the docs
+    from .train.config import TrainConfig
 
 
 # ----------------------------------------------------------------------------- parsing
