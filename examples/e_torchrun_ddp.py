@@ -37,7 +37,7 @@ def with_trainer(out):
     cfg = TrainConfig.for_dataset("digits", method="avmixup", epochs=1, batch_size=64, steps=3, eval_samples=96,
                                   eval_steps=5, progress=False, out=out)
     torch.manual_seed(0)  # the same initial weights on every rank
-    t = train(cfg, model=MyNet(width=8))  # joins torchrun's process group, and leaves it at the end
+    t = train(cfg, model=MyNet(width=8))  # uses the process group (it would start and end one itself)
     row = t.history[-1]
     if t.info.is_main:
         print(f"trainer, {t.info.world_size} ranks: avmixup epoch 1: loss {row['train_loss']:.3f} "
@@ -45,7 +45,6 @@ def with_trainer(out):
 
 
 def with_own_loop(epochs=2, global_batch=64):
-    tdist.init_process_group("gloo")
     rank, world = tdist.get_rank(), tdist.get_world_size()
     xtr, ytr, xte, yte = digits()
     torch.manual_seed(0)
@@ -73,7 +72,6 @@ def with_own_loop(epochs=2, global_batch=64):
         ps = [torch.zeros_like(p) for _ in range(world)]
         tdist.all_gather(ps, p.detach().contiguous())
         assert all(torch.allclose(ps[0], q) for q in ps)
-    tdist.destroy_process_group()
 
 
 def main():
@@ -83,12 +81,14 @@ def main():
                os.path.abspath(__file__), *sys.argv[1:]]
         sys.exit(subprocess.call(cmd, env=env))
     torch.set_num_threads(1)
+    tdist.init_process_group("gloo")  # torchrun's environment: rank, world size, rendezvous
     with tempfile.TemporaryDirectory() as tmp:
         out = os.environ.get("FASTMIX_EXAMPLE_OUT") or os.path.join(tmp, "ddp")
         if int(os.environ.get("RANK", "0")) == 0:  # rank 0 owns the run directory
             os.makedirs(out, exist_ok=True)
         with_trainer(out)
         with_own_loop()
+    tdist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
         print("OK")
 

@@ -3,6 +3,7 @@
 PYTHONPATH, so they exercise fastmix exactly as a user's script would. Their wall times are
 reported by ``pytest --durations=0 tests/test_examples.py`` (not asserted)."""
 import os
+import signal
 import subprocess
 import sys
 
@@ -25,8 +26,15 @@ def test_the_five_examples_of_issue_16_are_there():
 def test_example_runs(script):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     env.pop("FASTMIX_EXAMPLE_OUT", None)
-    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, script)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # A session of its own, so a hung run (e.g. torchrun's workers) is killed whole.
+    proc = subprocess.Popen([sys.executable, os.path.join(EXAMPLES, script)], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{script} did not finish in 600 s:\n{out[-2000:]}\n{err[-2000:]}")
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
     if script != "mynet.py":
-        assert proc.stdout.rstrip().endswith("OK"), proc.stdout[-2000:]
+        assert out.rstrip().endswith("OK"), out[-2000:]
