@@ -359,9 +359,11 @@ def test_cli_trains_and_evaluates_a_model_named_by_an_import_string(tmp_path, ca
     assert cli.main(["eval", "--checkpoint", str(out / "last.pt"), "--attacks", "clean,pgd3", "--samples", "32"]) == 2
     assert "--model" in capsys.readouterr().err
     assert cli.main(["eval", "--checkpoint", str(out / "last.pt"), "--model", "_user_model:build",
-                     "--attacks", "clean,pgd3", "--samples", "32", "--json"]) == 0
-    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"]
+                     "--attacks", "clean,pgd3", "--samples", "32", "--json", "--sanity", "--sanity-samples", "16"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    res = report["accuracy"]
     assert list(res) == ["clean", "pgd3"] and res["pgd3"] <= res["clean"]
+    assert len(report["sanity"]) == 6  # the checks ran on the user model too
     for bad, msg in [("_user_model:nope", "has no attribute 'nope'"), ("no_such_pkg_xyz:build", "cannot import"),
                      ("_user_model", "one of")]:
         assert cli.main(["train", "--model", bad, "--epochs", "1", "--out", str(tmp_path / "b"),
