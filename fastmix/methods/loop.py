@@ -155,6 +155,7 @@ def attach(method: Method, model: nn.Module, *, train_data=None, epochs: int | N
         fetch=None if data is None else _fetcher(*data))
     method._loop_attach = given
     method._loop_model = model
+    method.last = None  # the StepOutput of the latest step
     method.bind(ctx)
     return method
 
