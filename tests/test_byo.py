@@ -372,3 +372,31 @@ def test_cli_trains_and_evaluates_a_model_named_by_an_import_string(tmp_path, ca
     assert cli.main(["train", "--model", "_user_model:build", "--model-opt", "depth=3", "--epochs", "1",
                      "--out", str(tmp_path / "c"), "--no-progress"]) == 2
     assert "model_opts ['depth'] are not parameters of _user_model:build" in capsys.readouterr().err
+
+
+def test_named_layers_work_on_a_compiled_model():
+    """A graph compiled before a hook is added does not run the hook (mix_after would then
+    raise "did not run"); the forwards that need one therefore bypass the compile wrapper.
+    backend="eager": dynamo's tracing and guards without code generation (fast on a CPU)."""
+    torch._dynamo.reset()
+    net = UserNet()
+    comp = torch.compile(net, backend="eager")
+    x, y, _ = _batch(8)
+    comp(x)  # traced without hooks, at the shapes the steps below use (B and IAT's 2B rows)
+    comp(torch.cat([x, x]))
+    with pytest.raises(ValueError, match="did not run"):
+        with hooks.mix_after(net, "layer2", lambda h: h * 0):
+            comp(x)
+    for name, opts in (("iat-manifold", {"mix_layers": "layer2"}), ("ait", {"features": "pool"})):
+        losses = []
+        for model in (comp, net):
+            m = M.build(name, eps=0.1, steps=1, **opts)
+            m.attach(model)
+            if name == "iat-manifold":
+                m.draw_layer = lambda: "layer2"
+            snapshot = copy.deepcopy(net.state_dict())
+            torch.manual_seed(3)
+            losses.append(m.step(model, x, y).detach())
+            net.load_state_dict(snapshot)  # the step moved BatchNorm statistics
+        torch.testing.assert_close(losses[0], losses[1], msg=name)
+    torch._dynamo.reset()

@@ -46,6 +46,16 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def eager(model):
+    """``model`` without its ``torch.compile`` wrappers (DDP kept): a compiled graph does not
+    see forward hooks added after it was traced, so the forwards that need a hook run the
+    eager module (the same parameters)."""
+    seen = 0
+    while isinstance(getattr(model, "_orig_mod", None), nn.Module) and seen < 8:
+        model, seen = model._orig_mod, seen + 1
+    return model
+
+
 def module_names(model: nn.Module) -> list[str]:
     """The names ``features=`` and ``mix_layers=`` accept for ``model`` (every submodule)."""
     return [n for n, _ in unwrap(model).named_modules() if n]
@@ -107,7 +117,8 @@ class _Once:
         if self.calls != 1:
             what = "did not run" if self.calls == 0 else f"ran {self.calls} times"
             raise ValueError(f"{self.option}={self.name!r}: module {self.name!r} {what} in one forward; name a "
-                             f"module that runs exactly once per forward (a block, not a shared activation)")
+                             f"module that runs exactly once per forward (a block, not a shared activation; and "
+                             f"call the eager module, not a torch.compile'd one: compiled graphs skip new hooks)")
 
 
 @contextlib.contextmanager
@@ -134,7 +145,7 @@ class FeatureModel(nn.Module):
 
     ``forward(x)`` is ``model(x)``; ``features(x)`` runs the same full forward once with a hook
     that keeps the named module's output (so the layers after it run too: for the
-    penultimate layer, only the classifier head). Parameters and modes are the model's
+    penultimate layer, only the classifier head), eagerly if ``model`` is compiled. Parameters and modes are the model's
     own (an attack's ``attack_mode`` applied to this wrapper reaches every submodule).
 
     Args:
@@ -152,7 +163,7 @@ class FeatureModel(nn.Module):
         hook = _Once(self.name, self.option, None)
         handle = resolve(self.model, self.name, self.option).register_forward_hook(hook)
         try:
-            self.model(x)
+            eager(self.model)(x)
         finally:
             handle.remove()
         hook.check()
@@ -240,15 +251,16 @@ def mixed_forward(model: Callable, module: nn.Module, x: Tensor, layer, mix_fn: 
     """``model(x)`` with ``mix_fn`` applied at mixing point ``layer``: the input (0 or
     ``"input"``: ``model(mix_fn(x))``, no extra arguments, so any module works), a fastmix
     mixing point 1 or 2 (``model(x, mix_layer=layer, mix_fn=mix_fn)``) or a module name of
-    ``module`` (the plain module under ``model``'s wrappers: a forward hook)."""
+    ``module`` (the plain module under ``model``'s wrappers: a forward hook; a
+    ``torch.compile`` wrapper is bypassed for that forward, see :func:`eager`)."""
     if layer == 0 or layer == INPUT:
         return model(mix_fn(x))
     if isinstance(layer, int):
         return model(x, mix_layer=layer, mix_fn=mix_fn)
     with mix_after(module, layer, mix_fn):
-        out = model(x)
+        out = eager(model)(x)
     return out
 
 
-__all__ = ["INPUT", "FeatureModel", "feature_model", "mix_after", "mixed_forward", "module_names", "resolve",
+__all__ = ["INPUT", "eager", "FeatureModel", "feature_model", "mix_after", "mixed_forward", "module_names", "resolve",
            "unwrap", "has_features", "has_mix_points", "parse_mix_layers", "check_mix_layers"]
