@@ -71,6 +71,28 @@ def test_ait_partner_is_reversed_batch_and_target_formula():
     torch.testing.assert_close(t.dense(C).sum(1), torch.ones(6))
 
 
+@pytest.mark.parametrize("L", [1, 2, 3])
+def test_ait_label_after_l_updates_follows_algorithm_1(L):
+    """Issue 13 item 8: Algorithm 1 updates the label L times,
+    y~ <- y~ - eps_y (y~ - y_bar'), y_bar' = (1 - onehot(y')) / (C - 1), from y~ = onehot(y);
+    iterated here on dense vectors."""
+    y = torch.tensor([0, 3, 3, 7, 1, 9])
+    eps_y = 0.4
+    yt = F.one_hot(y, C).float()
+    ybar = (1 - F.one_hot(y.flip(0), C).float()) / (C - 1)
+    for _ in range(L):
+        yt = yt - eps_y * (yt - ybar)
+    torch.testing.assert_close(ait_mod.ait_target(y, eps_y, L).dense(C), yt)
+    m = M.build("ait", eps=0.1, eps_y=eps_y, interp_steps=L)
+    net = Recorder(_net())
+    m.bind(_ctx(net))
+    x, _, idx = _batch(B=6)
+    out = m.loss(x, y, idx)
+    with torch.no_grad():
+        want = _dense_ce(net.net(net.inputs[-1]), yt).mean()
+    torch.testing.assert_close(out.loss.detach(), want, atol=1e-5, rtol=1e-5)
+
+
 def test_ait_method_attacks_towards_reversed_batch_and_trains_on_its_target(monkeypatch):
     seen = {}
     import fastmix.attacks as A
