@@ -258,6 +258,11 @@ def test_iat_defaults_follow_the_paper():
     assert M.build("iat").steps == 7 and M.build("iat-manifold").steps == 7  # section 4.1: PGD-7
     assert M.build("iat", steps=10).steps == 10 and M.build("at").steps == 10
     assert M.build("iat").variant == "paper"
+    from fastmix.train import TrainConfig  # the trainer keeps the paper's PGD-7 unless --steps is given
+    assert TrainConfig.for_dataset("digits", method="iat").steps == 7
+    assert TrainConfig.for_dataset("cifar10", method="iat-manifold").steps == 7
+    assert TrainConfig.for_dataset("digits", method="iat", steps=10).steps == 10
+    assert TrainConfig.for_dataset("digits", method="at").steps == 10
     with pytest.raises(ValueError, match="mix_layers"):
         M.build("iat", mix_layers=(3,))
     with pytest.raises(ValueError, match="variant"):

@@ -51,8 +51,11 @@ class GraphCache:
         self.entries: OrderedDict = OrderedDict()
 
     def __call__(self, key, fn, tensors: list[Tensor], model: nn.Module, check: bool):
+        # each module's mode, and whether a BatchNorm tracks its running statistics (a method's
+        # "batch" BN mode clears it for the attack: another graph than plain train mode)
+        modes = tuple((m.training, getattr(m, "track_running_stats", None)) for m in model.modules())
         key = (key, tuple((tuple(t.shape), t.stride(), t.dtype, t.device) for t in tensors),
-               tuple(p.data_ptr() for p in model.parameters()), tuple(m.training for m in model.modules()))
+               tuple(p.data_ptr() for p in model.parameters()), modes)
         entry = self.entries.get(key)
         if entry is None:
             entry = self.entries[key] = _Captured(fn, tensors, model, check)
