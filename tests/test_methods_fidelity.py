@@ -234,3 +234,31 @@ def test_frozen_running_stats_restores_tracking_on_error():
             raise RuntimeError("boom")
     assert all(mod.track_running_stats for mod in net.modules()
                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm))
+
+
+# ------------------------------------------------ device draws are seeded and checkpointed
+@pytest.mark.parametrize("method,opts", [("gif", {"burn_in": 1}), ("iat-manifold", {}), ("avmixup", {})])
+def test_stop_and_resume_reproduces_the_run_with_device_draws(tmp_path, method, opts):
+    """The random draws of a step now come from the device's generator (issue 13 item 4);
+    the trainer seeds it and saves it in every checkpoint, so a run stopped after epoch 1
+    and resumed is the uninterrupted run, step for step."""
+    from fastmix.train import TrainConfig, Trainer
+    d = fdata.load_digits()
+    d.train = d.train.subset(torch.arange(256))
+
+    def cfg(out, **kw):
+        return TrainConfig.for_dataset("digits", method=method, method_opts=opts, epochs=3, steps=2,
+                                       batch_size=32, model_opts={"width": 4, "hidden": 16}, eval_samples=32,
+                                       eval_steps=2, probe_size=16, progress=False, deterministic=True,
+                                       out=str(out), **kw)
+
+    full = Trainer(cfg(tmp_path / "full"), d)
+    full.fit()
+    Trainer(cfg(tmp_path / "cut", stop_after=1), d).fit()
+    resumed = Trainer(cfg(tmp_path / "cut", resume=True), d)
+    resumed.fit()
+    drop = {"seconds", "images_per_s", "eval_seconds"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in full.history]
+    for k, v in full.module.state_dict().items():
+        assert torch.equal(v, resumed.module.state_dict()[k]), k
