@@ -22,6 +22,7 @@ def ait_target(y: Tensor, eps_y: float, steps: int = 1):
     ``SoftTarget(ya=y, yb=y', w, sa=1, sb=0)``: ``phi(y', 0)`` is exactly ``y_bar'``.
     y: int64 ``(B,)``; eps_y in [0, 1]; steps >= 1."""
     from ..attacks import SoftTarget
+    # Algorithm 1: L label updates of y~ <- (1 - eps_y) y~ + eps_y y_bar' leave (1 - eps_y)^L on y
     return SoftTarget(y, y[ait_partner(y.shape[0], y.device)], (1.0 - eps_y) ** steps, 1.0, 0.0)
 
 

@@ -22,6 +22,7 @@ def adversarial_vertex(x: Tensor, x_adv: Tensor, gamma: float) -> Tensor:
     """
     B = x.shape[0]
     idx = torch.arange(B, device=x.device)
+    # clip the vertex, then mix: the official code's order (the paper states no clip)
     return ops.mix(x, x_adv.to(x.dtype), 1.0 - gamma, idx, check=False).clamp_(0.0, 1.0)
 
 
@@ -63,7 +64,7 @@ class AVmixup(Method):
     """
 
     name = "avmixup"
-    attack_bn = "batch"
+    attack_bn = "batch"  # official TF: is_training=True in the attack, UPDATE_OPS on the train step only
 
     def __init__(self, *, gamma: float = 2.0, lambda1: float = 1.0, lambda2: float = 0.1, **kw):
         super().__init__(**kw)

@@ -194,7 +194,7 @@ class GIF(Method):
                             None, None)
         idx_all = torch.cat([idx, torch.full((n,), -1, dtype=idx.dtype, device=idx.device)])
         out = self.inner.loss(x_all, target, idx_all)
-        pred = self._verdict(m + n)
+        pred = self._verdict(m + n)  # Algorithm 1 tests f(x~) of the attack, not the training forward
         self._track(pred[:m], y, idx, (pred[m:], yi, yj))
         return StepOutput(out.loss, out.logits[:m], y, stats=out.stats)
 
@@ -225,6 +225,8 @@ class GIF(Method):
         N = self.ctx.num_train
         both = self.ctx.all_reduce_sum(torch.cat([self._current, self._visited]).to(torch.int32)) > 0
         current, visited = both[:N], both[N:]
+        # deliberate departure (docs/REPRODUCTION.md): the paper's A_t starts empty; an
+        # original nobody attacked this epoch keeps its A_{t-1} verdict instead of dropping out
         merged = torch.where(visited, current, self.attackable)
         self.attackable = merged
         seen = torch.tensor(self._seen, dtype=torch.float64, device=self._att.device)

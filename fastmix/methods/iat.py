@@ -53,9 +53,10 @@ class IAT(Method):
 
     name = "iat"
     attack_bn = "eval"
-    default_steps = 7
+    default_steps = 7  # IAT section 4.1: "we always perform adversarial training using a 7-step PGD attack"
     default_manifold = False
 
+    # variant: the paper's Algorithm 1 first; the MI-shipped code's shared forward as an option
     def __init__(self, *, manifold: bool | None = None, lam_dist=None, mix_layers=(0, 1, 2), variant: str = "paper",
                  **kw):
         super().__init__(**kw)

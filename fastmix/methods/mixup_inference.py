@@ -268,10 +268,11 @@ class MixupInference:
         rep = x.repeat(na, *([1] * (x.dim() - 1)))
         u = ops.mix(rep, self.pool.to(x.dtype), self.lam, j, check=False)
         yy = y.repeat(na) if isinstance(y, Tensor) else y
+        # true labels (the official script attacks the model's prediction on each u_k)
         u_adv = attacks.pgd(self.model, u, yy, eps=eps, alpha=alpha, steps=steps, loss=loss,
                             random_start=random_start, **kw)
         delta = (u_adv - u).view(na, B, *x.shape[1:]).mean(0)
-        return (x + delta).clamp_(0.0, 1.0)
+        return (x + delta).clamp_(0.0, 1.0)  # clipped to the image range (the script does not clip)
 
     def eot_attack(self, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int, eot_iter: int,
                    eot_batch: int | None = None, loss="ce", **kw) -> Tensor:
