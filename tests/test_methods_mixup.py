@@ -525,3 +525,25 @@ def test_short_run_on_digits_loss_falls(tmp_path, name, opts):
     losses = [r["train_loss"] for r in h]
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0], losses
+
+
+def test_gif_train_acc_counts_the_m_originals_it_trained_on(tmp_path):
+    """After burn-in a GIF step trains on m = B/2 originals; train_acc is over those rows
+    (it was divided by the whole loader batch, halving it)."""
+    from fastmix.train import TrainConfig, Trainer
+    cfg = TrainConfig.for_dataset("digits", method="gif", method_opts={"burn_in": 0}, epochs=1, steps=1,
+                                  batch_size=32, out=str(tmp_path / "r"), progress=False, eval_samples=32,
+                                  eval_steps=1, model_opts={"width": 4, "hidden": 16})
+    t = Trainer(cfg, _small_digits())
+    seen = []
+    real = t.method.loss
+
+    def spy(x, y, idx):
+        out = real(x, y, idx)
+        seen.append(int((out.logits.argmax(1) == out.target).sum()) / out.target.shape[0])
+        assert out.target.shape[0] == 16
+        return out
+
+    t.method.loss = spy
+    t.fit()
+    assert t.history[-1]["train_acc"] == pytest.approx(sum(seen) / len(seen))
