@@ -110,7 +110,7 @@ CASES = sorted((name, {}) for name in M.METHODS) + [
 ]
 
 
-@pytest.mark.parametrize("name,opts", CASES, ids=[f"{n}{'-' + '-'.join(map(str, o.values())) if o else ''}"
+@pytest.mark.parametrize("name,opts", CASES, ids=[n + "".join(f"-{v}" for v in o.values() if isinstance(v, str))
                                                   for n, o in CASES])
 def test_no_host_to_device_copy_in_a_training_step(monkeypatch, name, opts):
     loader, n_train = _loader()
@@ -262,3 +262,40 @@ def test_stop_and_resume_reproduces_the_run_with_device_draws(tmp_path, method, 
         [{k: v for k, v in r.items() if k not in drop} for r in full.history]
     for k, v in full.module.state_dict().items():
         assert torch.equal(v, resumed.module.state_dict()[k]), k
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: counts real host-to-device copies")
+@pytest.mark.parametrize("name,opts", CASES, ids=[n + "".join(f"-{v}" for v in o.values() if isinstance(v, str))
+                                                  for n, o in CASES])
+def test_no_host_to_device_memcpy_in_a_cuda_training_step(monkeypatch, name, opts):
+    """The same on a GPU, counted by the profiler: no ``Memcpy HtoD`` in one training step
+    (after a warm-up step, so lazy initialisations are not counted)."""
+    from torch.profiler import ProfilerActivity, profile
+    dev = torch.device("cuda")
+    d = fdata.load_digits()
+    loader = fdata.DeviceLoader(d.train.subset(torch.arange(96)), 16, shuffle=True, device=dev, seed=0)
+    torch.manual_seed(0)
+    net = models.build("cnn", C, 1, 8, width=4, hidden=16).to(dev)
+    opts = dict(opts)
+    if name in ("gif", "at-mixup", "gairat"):
+        opts.setdefault("burn_in", 0)
+    m = M.build(name, eps=0.1, steps=2, **opts)
+    m.bind(M.MethodContext(model=net, attack_model=net, module=net, num_classes=C, num_train=96, epochs=2,
+                           device=dev, fetch=loader.fetch))
+    m.start_epoch(2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x, y, idx = next(iter(loader))
+
+    def step():
+        out = m.loss(x, y, idx)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    htod = [e for e in prof.events() if "HtoD" in e.name]
+    assert htod == [], f"{name}: {len(htod)} host-to-device copies per step"
