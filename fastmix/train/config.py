@@ -34,7 +34,10 @@ class TrainConfig:
     compile: ``none``; ``model`` (torch.compile the model, for attacks and training);
         ``graphs`` (each attack's K-step loop captured in one CUDA graph and replayed,
         the training forward compiled). GPU only; eager elsewhere, with a warning.
-    seed, deterministic: seeding and ``torch.use_deterministic_algorithms``.
+    seed, deterministic: seeding and ``torch.use_deterministic_algorithms`` (cuDNN
+        autotuning off). cudnn_benchmark: ``torch.backends.cudnn.benchmark`` during the run
+        (None: on for a GPU run unless deterministic). Both process-wide switches hold only
+        while ``Trainer.fit`` runs and are restored afterwards.
     out, resume: the run directory and whether to continue from ``out/last.pt``.
     stop_after: stop cleanly after this epoch (as if killed right after its checkpoint).
     device: ``auto``, ``cpu``, ``cuda``.
@@ -69,6 +72,7 @@ class TrainConfig:
     compile: str = "none"
     seed: int = 0
     deterministic: bool = False
+    cudnn_benchmark: bool | None = None
     out: str = "runs/run"
     resume: bool = False
     stop_after: int | None = None
@@ -112,6 +116,7 @@ class TrainConfig:
         need(self.amp in AMP_MODES, "amp", f"one of {AMP_MODES}")
         need(self.compile in COMPILE_MODES, "compile", f"one of {COMPILE_MODES}")
         need(self.stop_after is None or self.stop_after >= 1, "stop_after", "None or >= 1")
+        need(self.cudnn_benchmark in (None, True, False), "cudnn_benchmark", "None, True or False")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
              "auto, cpu or cuda[:i]")
 
