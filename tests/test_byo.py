@@ -139,7 +139,7 @@ def test_iat_input_mixup_on_a_plain_module(monkeypatch):
     monkeypatch.setattr(iat_mod.ops, "mix", lambda a, b, lam, index, **kw: (calls.append((lam, index)),
                                                                               real_mix(a, b, lam, index, **kw))[1])
     net = UserNet()
-    loss = M.build("iat", eps=0.1).step(net, x, y)
+    loss = M.build("iat", eps=0.1, variant="mi-code").step(net, x, y)  # one mix over [x; x_adv]
     (lam, perm), = calls
     xx, yy = torch.cat([x, x_adv]), torch.cat([y, y])
     logits = net(_mixfn(lam, perm)(xx))
@@ -158,7 +158,7 @@ def test_iat_manifold_mixes_after_the_named_module(monkeypatch):
     monkeypatch.setattr(iat_mod.ops, "mix", lambda a, b, lam, index, **kw: (calls.append((lam, index)),
                                                                               real_mix(a, b, lam, index, **kw))[1])
     net = UserNet()
-    m = M.build("iat-manifold", eps=0.1, mix_layers="layer2")
+    m = M.build("iat-manifold", eps=0.1, mix_layers="layer2", variant="mi-code")
     m.attach(net)
     assert m._points == ("input", "layer2")
     m.draw_layer = lambda: "layer2"
