@@ -145,3 +145,26 @@ def test_cw_margin_nan_is_the_max(backend):
         zz = z.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(fops.cw_margin(zz, y, kappa=5.0, reduction="sum", backend=backend), zz)
         assert (g[:2] == 0).all()  # clamped rows: no gradient
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_soft_ce_rows_longer_than_one_tile(backend):
+    """C > 2048: the Triton backward takes the per-row q kernel (rows span several column
+    tiles); the saturated true class keeps its precision there too."""
+    torch.manual_seed(5)
+    B, C = 3, 3000
+    z = torch.randn(B, C)
+    y = torch.tensor([0, 2047, 2999])
+    z[torch.arange(B), y] += torch.tensor([2.0, 14.0, 20.0])
+    yb, w = torch.tensor([5, 2048, 1]), torch.tensor([1.0, 0.7, 0.999])
+    sa = torch.tensor([1.0, 0.9, 1.0])
+    g = _grad(lambda u: fops.soft_cross_entropy(u, y, yb, w, sa, sa, reduction="sum", backend=backend), z)
+    t = fops.soft_target_ref(y, yb, w, sa, sa, C).double()
+    exact = torch.softmax(z.double(), 1) - t
+    rows = torch.arange(B)
+    err = (g.double() - exact).abs()
+    assert float(err.max()) < 1e-6, float(err.max())
+    rel = (err[rows, y] / exact[rows, y].abs()).max()
+    if rel >= 1e-3 and backend == "cpp":
+        pytest.xfail(f"{_CSRC}: relative true-class error {float(rel):.3g}")
+    assert rel < 1e-3, float(rel)
