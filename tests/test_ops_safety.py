@@ -20,7 +20,6 @@ from conftest import device_backends
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastmix.ops as fops
-from fastmix import _backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_BACKENDS = [b for d, b in device_backends() if d == "cpu"]
@@ -158,11 +157,3 @@ def test_the_sync_counter_sees_a_scan():
     with CountSyncs() as c:
         fops.pgd_step(x, x, x, 0.1, 0.1, check=True)
     assert len(c.syncs) >= 3, c.syncs
-
-
-def test_backend_resolution_takes_no_lock_and_reads_no_env(monkeypatch):
-    """The hot path is a lookup: the environment is not consulted per call."""
-    monkeypatch.setenv("FASTMIX_BACKEND", "torch")
-    assert fops.pick_backend("cpu") == _backend.resolve(torch.device("cpu"))
-    assert fops.pick_backend("cpu") == ("cpp" if _backend.available("cpp") else "torch")
-    assert not any(n in vars(_backend) for n in ("_lock",)), "a lock in the dispatcher"
