@@ -35,7 +35,10 @@ def collect() -> dict:
     # what a call that names no backend uses (decided once, at import of fastmix.ops)
     info["default_backend"] = {d: _backend.resolve(torch.device(d)) for d in ("cpu",)}
     info["default_backend"]["cuda"] = _backend._default.get("cuda", "torch")  # without touching a GPU
-    info["forced_backend"] = _backend.forced_backend()
+    try:
+        info["forced_backend"] = _backend.forced_backend()
+    except ValueError as e:  # an invalid FASTMIX_BACKEND: say so, do not fail
+        info["forced_backend"] = f"invalid ({e})"
     info["value_scans_by_default"] = _backend.CHECK_BY_DEFAULT  # FASTMIX_CHECK
     return info
 
