@@ -23,11 +23,26 @@ FORMAT = "fastmix-checkpoint/1"
 
 def read(path: str, map_location="cpu") -> dict:
     """Load a fastmix checkpoint; FileNotFoundError/ValueError name the path."""
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint {path} is a directory (pass the file: {os.path.join(path, 'last.pt')} "
+                                f"or {os.path.join(path, 'best.pt')})")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} not found (train writes DIR/last.pt and DIR/best.pt)")
-    ck = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except (PermissionError, IsADirectoryError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - truncated zip, random bytes, an empty file, a foreign pickle
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        size = os.path.getsize(path)
+        raise ValueError(f"{path} is not a readable checkpoint ({size} bytes; {type(e).__name__}: {first}): it is "
+                         f"truncated, corrupt or not a fastmix checkpoint (use a last.pt or best.pt written by "
+                         f"fastmix train; nothing in it was executed)") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} checkpoint")
+        raise ValueError(f"{path} is not a {FORMAT} checkpoint (use a last.pt or best.pt written by fastmix train)")
+    for key in ("model", "model_args", "config"):
+        if key not in ck:
+            raise ValueError(f"{path} is not a complete {FORMAT} checkpoint: it has no {key!r}")
     return ck
 
 
@@ -36,18 +51,39 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     rank's GPU), or any torch device string."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if name == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(name)
+    try:
+        dev = torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:<index>, got {name!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise ValueError(f"device {name!r} asked for a GPU but {why} (torch.cuda.is_available() is False); "
+                             f"use --device cpu or --device auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: there are only {torch.cuda.device_count()} GPU(s)")
+    return dev
 
 
 def load_model(path: str, device: str = "auto") -> tuple[fmodels.MixableNet, dict]:
     """The model a checkpoint holds, rebuilt from its ``model_args`` and weights, in eval
     mode on ``device``; returns ``(model, checkpoint)`` (the checkpoint's ``config`` names
     the dataset)."""
+    dev = resolve_device(device)
     st = read(path)
     margs = dict(st["model_args"])
-    model = fmodels.build(margs.pop("name"), margs.pop("num_classes"), margs.pop("in_channels"),
-                          margs.pop("image_size"), **margs)
-    model.load_state_dict(st["model"])
-    return model.to(resolve_device(device)).eval(), st
+    name = margs.pop("name", None)
+    try:
+        model = fmodels.build(name, margs.pop("num_classes"), margs.pop("in_channels"), margs.pop("image_size"),
+                              **margs)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its model_args do not describe a buildable model ({e})") from None
+    try:
+        model.load_state_dict(st["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [""])
+        detail = "; ".join(line.strip() for line in first[1:3]) or first[0][:200]
+        raise ValueError(f"{path}: the weights do not fit the model its model_args describe ({name}, "
+                         f"{ {k: v for k, v in margs.items() if k not in ('mean', 'std')} }): {detail} (the "
+                         f"checkpoint was edited or is corrupt; use one written by fastmix train)") from None
+    return model.to(dev).eval(), st

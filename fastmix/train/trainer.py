@@ -22,6 +22,7 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -67,14 +68,17 @@ class Trainer:
         self.info = dist.init("cuda" if cfg.device.startswith("cuda") or
                               (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
         self.device = resolve_device(cfg.device, self.info.local_rank)
-        out_ckpt = os.path.join(cfg.out, "last.pt")
-        self.resumed_from = None
-        if cfg.resume and os.path.isfile(out_ckpt):
-            stored = ckpt.load(out_ckpt)
-            keep = {k: getattr(cfg, k) for k in ("out", "resume", "stop_after", "progress", "device", "data_dir")}
-            cfg = TrainConfig.from_dict({**stored["config"], **keep})
-            self.resumed_from = stored
+        self.resumed_from = _check_run_dir(cfg)
+        if self.resumed_from is not None:
+            stored = self.resumed_from["config"]
+            keep = {k: getattr(cfg, k) for k in TrainConfig.RESUME_FREE}
+            cfg = TrainConfig.from_dict({**stored, **keep})
         self.cfg = cfg
+        self._threads_before = torch.get_num_threads()
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        else:  # record the count used: CPU results depend on it, so a resume must reuse it
+            cfg.threads = self._threads_before
         self._deterministic_before = torch.are_deterministic_algorithms_enabled()
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -210,15 +214,16 @@ class Trainer:
                           f"{self.info.world_size}: RNG streams are re-seeded, so the run will not be bit-exact")
             seed_all(self.cfg.seed * 1_000_003 + 1 + self.info.rank + 7919 * self.epoch)
         if self.info.is_main:  # the metrics file always agrees with the checkpoint it resumes from
+            ckpt.recover(self.cfg.out, st)  # a kill inside commit_epoch: finish or undo it
             ckpt.write_text_atomic("".join(json.dumps(h) + "\n" for h in self.history),
                                    os.path.join(self.cfg.out, "metrics.jsonl"))
 
     def _save(self, is_best: bool) -> None:
         state = self.state_dict()  # collective: every rank takes part
         if self.info.is_main:
-            ckpt.save_atomic(state, os.path.join(self.cfg.out, "last.pt"))
-            if is_best:
-                ckpt.save_atomic(state, os.path.join(self.cfg.out, "best.pt"))
+            # best.pt is staged before last.pt and moved into place after it (ckpt.commit_epoch),
+            # so a kill between the writes never leaves a best.pt that last.pt's history disowns
+            ckpt.commit_epoch(state, self.cfg.out, is_best)
             with open(os.path.join(self.cfg.out, "metrics.jsonl"), "a") as f:
                 f.write(json.dumps(self.history[-1]) + "\n")
         dist.barrier()
@@ -300,6 +305,10 @@ class Trainer:
             for name in os.listdir(cfg.out):  # torn writes of a killed run
                 if name.startswith(".tmp-"):
                     os.unlink(os.path.join(cfg.out, name))
+            if cfg.overwrite and self.epoch == 0:  # asked for: the old run's files go before the first write
+                for name in RUN_FILES + (ckpt.PENDING_BEST,):
+                    if os.path.isfile(os.path.join(cfg.out, name)):
+                        os.unlink(os.path.join(cfg.out, name))
             ckpt.write_text_atomic(json.dumps(cfg.to_dict(), indent=1) + "\n", os.path.join(cfg.out, "config.json"))
             if self.epoch == 0:
                 ckpt.write_text_atomic("", os.path.join(cfg.out, "metrics.jsonl"))
@@ -328,7 +337,48 @@ class Trainer:
             dist.shutdown(self.info)
             if cfg.deterministic:  # a process-wide switch: give it back as we found it
                 torch.use_deterministic_algorithms(self._deterministic_before)
+            if torch.get_num_threads() != self._threads_before:
+                torch.set_num_threads(self._threads_before)
         return self.history
+
+
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.json")
+
+
+def _check_run_dir(cfg: TrainConfig) -> dict | None:
+    """The run-directory rule: ``cfg.out`` holding a run is reused only with ``resume`` (it
+    must then hold ``last.pt``, and result-changing fields must match the stored run) or
+    ``overwrite``. Returns the checkpoint to resume from, or None."""
+    out = cfg.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FileExistsError(f"out {out!r} is a file, not a run directory (choose another --out)")
+    up = os.path.dirname(os.path.abspath(out))
+    while up and not os.path.exists(up):
+        up = os.path.dirname(up)
+    if up and not os.path.isdir(up):
+        raise NotADirectoryError(errno.ENOTDIR, f"out {out!r} lies under {up!r}, which is a file, not a directory "
+                                 f"(choose another --out)")
+    last = os.path.join(out, "last.pt")
+    present = [n for n in RUN_FILES if os.path.exists(os.path.join(out, n))]
+    if cfg.resume:
+        if not os.path.isfile(last):
+            held = f" (it holds {', '.join(present)} but no last.pt)" if present else ""
+            where = f"{out} has no last.pt{held}" if os.path.isdir(out) else f"{out} does not exist"
+            raise FileNotFoundError(f"cannot resume: {where}; nothing was changed (train without --resume to start "
+                                    f"a new run, or give the --out of an existing run)")
+        stored = ckpt.load(last)
+        bad = cfg.resume_conflicts(stored["config"])
+        if bad:
+            flag = {"method_opts": "--opt", "model_opts": "--model-opt"}
+            lines = ", ".join(f"{k}={mine!r} (stored: {theirs!r}; flag {flag.get(k, '--' + k.replace('_', '-'))})"
+                              for k, mine, theirs in bad)
+            raise ValueError(f"cannot resume {out}: {lines} differ from the run being resumed; drop them to "
+                             f"continue it, or start a new run (another --out, or --overwrite)")
+        return stored
+    if present and not cfg.overwrite:
+        raise FileExistsError(f"{out} already holds a run ({', '.join(present)}); pass --resume to continue it, "
+                              f"--overwrite to replace it, or choose another --out")
+    return None
 
 
 def _progress(enabled: bool, total: int, desc: str):
