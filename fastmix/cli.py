@@ -412,7 +412,8 @@ def cmd_demo(a) -> int:
     for method in a.methods.split(","):
         cfg = TrainConfig.for_dataset("digits", method=method, epochs=a.epochs)
         cfg = TrainConfig.for_dataset("digits", method=method, epochs=cfg.epochs, eval_every=cfg.epochs,
-                                      out=os.path.join(a.out, method), progress=not a.quiet, seed=a.seed)
+                                      out=os.path.join(a.out, method), progress=not a.quiet, seed=a.seed,
+                                      overwrite=a.overwrite)
         print(f"== training {method} on digits: {cfg.model} {cfg.model_opts}, {cfg.epochs} epochs, "
               f"eps {cfg.eps}, attack steps {cfg.steps}", flush=True)
         t = train(cfg)
@@ -495,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--methods", default="standard,at", help="comma-separated methods to compare")
     d.add_argument("--out", default=os.path.join("runs", "demo"))
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier demo in OUT")
     d.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: the 8x8 CNN gains nothing from more, and on a busy machine "
                         "spinning OpenMP threads slow it several-fold)")

@@ -15,9 +15,16 @@ Files written to ``cfg.out`` (by rank 0):
     config.json    the run's configuration
 
 Resuming (``resume=True``) restores the model, optimiser, schedule, scaler, method
-state, every RNG (python, numpy, torch CPU/CUDA per rank, the loader's generator) and
-the metric history, so a run stopped after epoch k and resumed reproduces the
-uninterrupted run.
+state, every RNG (python, numpy, torch CPU/CUDA per rank, the loader's generator), the
+CPU thread count and the metric history, so a run stopped after epoch k and resumed
+reproduces the uninterrupted run.
+
+A run directory is never reused silently: ``out`` holding a run needs ``resume=True``
+(then ``last.pt`` must exist and every result-changing field must match the stored run)
+or ``overwrite=True``. Each epoch's checkpoints are committed by
+:func:`fastmix.train.checkpoint.commit_epoch` (a new best staged, ``last.pt`` replaced,
+the best moved into place), so a kill at any point leaves ``best.pt`` the best epoch the
+history records, once resumed. Files are written with the user's umask.
 """
 from __future__ import annotations
 
