@@ -29,6 +29,7 @@ history records, once resumed. Files are written with the user's umask.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -85,7 +86,7 @@ class Trainer:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         else:  # record the count used: CPU results depend on it, so a resume must reuse it
-            cfg.threads = self._threads_before
+            self.cfg = cfg = dataclasses.replace(cfg, threads=self._threads_before)
         self._deterministic_before = torch.are_deterministic_algorithms_enabled()
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
