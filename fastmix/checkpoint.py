@@ -11,6 +11,7 @@ configuration (its dataset, its training eps).
 from __future__ import annotations
 
 import os
+import pickle
 
 import torch
 
@@ -33,11 +34,16 @@ def read(path: str, map_location="cpu") -> dict:
     except (PermissionError, IsADirectoryError, MemoryError):
         raise
     except Exception as e:  # noqa: BLE001 - truncated zip, random bytes, an empty file, a foreign pickle
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         size = os.path.getsize(path)
-        raise ValueError(f"{path} is not a readable checkpoint ({size} bytes; {type(e).__name__}: {first}): it is "
-                         f"truncated, corrupt or not a fastmix checkpoint (use a last.pt or best.pt written by "
-                         f"fastmix train; nothing in it was executed)") from None
+        with open(path, "rb") as f:
+            head = f.read(4)
+        refused = isinstance(e, pickle.UnpicklingError) and head[:2] == b"PK"
+        why = ("the file is empty" if size == 0 else
+               "it holds objects other than tensors and plain values, which would run code to load" if refused else
+               "a damaged or truncated zip archive" if head[:2] == b"PK" else
+               "not a torch checkpoint: no zip archive")
+        raise ValueError(f"{path} is not a readable checkpoint ({why}, {size} bytes): use a last.pt or best.pt "
+                         f"written by fastmix train (nothing in the file was executed)") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} checkpoint (use a last.pt or best.pt written by fastmix train)")
     for key in ("model", "model_args", "config"):
