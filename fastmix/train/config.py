@@ -34,7 +34,10 @@ class TrainConfig:
     compile: ``none``; ``model`` (torch.compile the model, for attacks and training);
         ``graphs`` (each attack's K-step loop captured in one CUDA graph and replayed,
         the training forward compiled). GPU only; eager elsewhere, with a warning.
-    seed, deterministic: seeding and ``torch.use_deterministic_algorithms``.
+    seed, deterministic: seeding and ``torch.use_deterministic_algorithms`` (cuDNN
+        autotuning off). cudnn_benchmark: ``torch.backends.cudnn.benchmark`` during the run
+        (None: on for a GPU run unless deterministic). Both process-wide switches hold only
+        while ``Trainer.fit`` runs and are restored afterwards.
     threads: CPU intra-op threads (``torch.set_num_threads``) for the run; None: torch's
         current count. The count used is recorded (config.json, last.pt) and reused on
         resume, because CPU results depend on it.
@@ -75,6 +78,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     threads: int | None = None
+    cudnn_benchmark: bool | None = None
     out: str = "runs/run"
     resume: bool = False
     overwrite: bool = False
@@ -91,6 +95,11 @@ class TrainConfig:
         if given.get("model", kw["model"]) != kw["model"]:
             kw.pop("model_opts", None)  # the default model's options belong to that model
         kw.update(given)
+        if "steps" not in given:  # a method whose paper fixes its attack length (IAT: PGD-7) keeps it
+            from ..methods import METHODS
+            paper_steps = getattr(METHODS.get(kw.get("method", cls.method)), "default_steps", None)
+            if paper_steps is not None:
+                kw["steps"] = paper_steps
         return cls(dataset=dataset, **kw)
 
     def __post_init__(self):
@@ -120,6 +129,7 @@ class TrainConfig:
              "replace it: not both)")
         need(isinstance(self.model_opts, dict), "model_opts", "a dict")
         need(isinstance(self.method_opts, dict), "method_opts", "a dict")
+        need(self.cudnn_benchmark in (None, True, False), "cudnn_benchmark", "None, True or False")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
              "auto, cpu or cuda[:i]")
 
