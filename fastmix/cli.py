@@ -192,13 +192,13 @@ def _threads(n) -> None:
         torch.set_num_threads(n)
 
 
-def _check_out_file(flag: str, path: str | None) -> None:
+def _check_out_file(flag: str, path: str | None, example: str = "results.json") -> None:
     """An output file path must be writable as a file: checked before any work is done."""
     if not path:
         return
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, f"{flag} {path!r} is a directory; give a file path "
-                                f"(e.g. {os.path.join(path, 'results.json')})")
+                                f"(e.g. {os.path.join(path, example)})")
     d = os.path.dirname(os.path.abspath(path))
     while d and not os.path.exists(d):
         d = os.path.dirname(d)
@@ -262,9 +262,10 @@ def _check_eval_flags(a) -> None:
         raise ValueError("--sanity does not run with --mi (the checks score the plain model): run "
                          "`fastmix eval --sanity` and `fastmix eval --mi` separately")
     if mi_only and not a.mi:
-        raise ValueError(f"{', '.join(map(flag, mi_only))} only apply with --mi pl|ol|combined")
+        raise ValueError(f"{', '.join(map(flag, mi_only))}: used only with --mi pl|ol|combined (add --mi, or drop "
+                         f"them)")
     if sanity_only and not a.sanity:
-        raise ValueError(f"{', '.join(map(flag, sanity_only))} only apply with --sanity")
+        raise ValueError(f"{', '.join(map(flag, sanity_only))}: used only with --sanity (add --sanity, or drop them)")
     for d in ("mi_n", "mi_pool", "samples", "sanity_samples", "batch_size", "apgd_steps", "square_queries"):
         v = getattr(a, d, None)
         if v is not None and v < 1:
@@ -344,8 +345,8 @@ def cmd_plot(a) -> int:
     """``fastmix plot {eps,train,attackable,mi}``: measure (or read) the data, write a PNG."""
     from . import plot
     kind = a.plot
-    _check_out_file("--out", a.out)
-    _check_out_file("--save-json", getattr(a, "save_json", None))
+    _check_out_file("--out", a.out, f"{kind}.png")
+    _check_out_file("--save-json", getattr(a, "save_json", None), f"{kind}.json")
     if kind in ("train", "attackable"):
         labels = _labels(a, a.runs, _run_name)
         runs = {lab: plot.read_metrics(r) for lab, r in zip(labels, a.runs)}

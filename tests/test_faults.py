@@ -458,7 +458,7 @@ def _paths(run, tmp_path):
         ("eval --out on a full disk", ev + ["--out", "/dev/full"], "No space left on device (free some space"),
         ("eval --mi with --sanity", ev + ["--mi", "ol", "--sanity"], "--sanity does not run with --mi"),
         ("eval --mi-eot -1", ev + ["--mi", "ol", "--mi-eot", "-1"], "--mi-eot must be >= 0"),
-        ("eval --mi-eot without --mi", ev + ["--mi-eot", "2"], "only apply with --mi"),
+        ("eval --mi-eot without --mi", ev + ["--mi-eot", "2"], "used only with --mi"),
         ("plot --out is a directory", ["plot", "train", run, "--out", outdir], "is a directory"),
     ]
     if not torch.cuda.is_available():
