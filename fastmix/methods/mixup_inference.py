@@ -310,8 +310,7 @@ class MixupInference:
 
 def _check_images(x: Tensor, name: str) -> None:
     """One scan (a single host read) of a public input: no NaN/inf, values in [0, 1]."""
-    lo, hi = torch.aminmax(x.detach())
-    lo, hi = float(lo), float(hi)
+    lo, hi = torch.stack(torch.aminmax(x.detach())).float().tolist()  # one host read
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} holds NaN or infinite values")
     if lo < 0.0 or hi > 1.0:
