@@ -16,6 +16,7 @@ import pickle
 import torch
 
 from . import models as fmodels
+from .models import user as fuser
 
 __all__ = ["FORMAT", "read", "load_model", "resolve_device"]
 
@@ -71,19 +72,39 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
-def load_model(path: str, device: str = "auto") -> tuple[fmodels.MixableNet, dict]:
+def load_model(path: str, device: str = "auto", *, model=None) -> tuple[torch.nn.Module, dict]:
     """The model a checkpoint holds, rebuilt from its ``model_args`` and weights, in eval
     mode on ``device``; returns ``(model, checkpoint)`` (the checkpoint's ``config`` names
-    the dataset)."""
+    the dataset).
+
+    ``model``: for a run of a model of your own: the ``nn.Module`` to load the weights into,
+    or the import string ``"pkg.mod:build"`` to build it with (see
+    :mod:`fastmix.models.user`). A checkpoint that names a user model needs it: loading
+    never imports code named in a file.
+    """
     dev = resolve_device(device)
     st = read(path)
     margs = dict(st["model_args"])
     name = margs.pop("name", None)
     try:
-        model = fmodels.build(name, margs.pop("num_classes"), margs.pop("in_channels"), margs.pop("image_size"),
-                              **margs)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: its model_args do not describe a buildable model ({e})") from None
+        facts = [margs.pop(k) for k in ("num_classes", "in_channels", "image_size")]
+    except KeyError as e:
+        raise ValueError(f"{path}: its model_args lack {e} (the checkpoint was edited or is corrupt)") from None
+    if isinstance(model, torch.nn.Module):
+        pass
+    elif model is not None or fuser.is_import_string(name) or (isinstance(name, str) and name.startswith("<")):
+        if model is None:
+            raise ValueError(f"{path} holds a model of your own ({name}); pass it to load it: model=<nn.Module> or "
+                             f"model='package.module:build' (fastmix eval --model ...). A checkpoint never imports "
+                             f"code by itself")
+        if not fuser.is_import_string(model):
+            raise ValueError(f"model must be an nn.Module or an import string 'package.module:build', got {model!r}")
+        model = fuser.build(model, *facts, **margs)  # margs: mean, std and the recorded model options
+    else:
+        try:
+            model = fmodels.build(name, *facts, **margs)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: its model_args do not describe a buildable model ({e})") from None
     try:
         model.load_state_dict(st["model"])
     except (RuntimeError, KeyError, TypeError) as e:
@@ -91,5 +112,5 @@ def load_model(path: str, device: str = "auto") -> tuple[fmodels.MixableNet, dic
         detail = "; ".join(line.strip() for line in first[1:3]) or first[0][:200]
         raise ValueError(f"{path}: the weights do not fit the model its model_args describe ({name}, "
                          f"{ {k: v for k, v in margs.items() if k not in ('mean', 'std')} }): {detail} (the "
-                         f"checkpoint was edited or is corrupt; use one written by fastmix train)") from None
+                         f"checkpoint was edited or is corrupt, or belongs to another model)") from None
     return model.to(dev).eval(), st

@@ -45,6 +45,7 @@ from .. import data as fdata
 from .. import dist
 from .. import methods as fmethods
 from .. import models as fmodels
+from ..models import user as user_models
 from .. import progress
 from ..attacks.specs import parse_attack
 from ..checkpoint import load_model, resolve_device  # noqa: F401  (load_model re-exported)
@@ -60,9 +61,24 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: TrainConfig, splits: fdata.Splits) -> fmodels.MixableNet:
+def build_model(cfg: TrainConfig, splits: fdata.Splits) -> nn.Module:
+    """``cfg.model``: a built-in name (:func:`fastmix.models.build`) or an import string
+    ``"pkg.mod:build"`` (:func:`fastmix.models.user.build`: called with the dataset's facts
+    it declares and ``cfg.model_opts``)."""
+    if user_models.is_import_string(cfg.model):
+        return user_models.build(cfg.model, splits.num_classes, splits.in_channels, splits.image_size,
+                                 mean=splits.mean, std=splits.std, **cfg.model_opts)
+    if isinstance(cfg.model, str) and cfg.model.startswith("<"):
+        raise ValueError(f"model={cfg.model!r} is a model object given to train(cfg, model=...); a run of it is "
+                         f"rebuilt (resumed) only by passing the object again: Trainer(cfg, model=...)")
     return fmodels.build(cfg.model, splits.num_classes, splits.in_channels, splits.image_size,
                          mean=splits.mean, std=splits.std, **cfg.model_opts)
+
+
+def object_model_name(model: nn.Module) -> str:
+    """What ``cfg.model`` records for a model object: ``"<module.QualName>"`` (not buildable)."""
+    t = type(model)
+    return f"<{t.__module__}.{t.__qualname__}>"
 
 
 class Trainer:
@@ -71,12 +87,22 @@ class Trainer:
     Args:
         cfg: the run configuration (see :class:`TrainConfig`).
         splits: an already loaded dataset (default: ``fastmix.data.load`` from ``cfg``).
+        model: a model of your own instead of ``cfg.model``: any ``nn.Module`` mapping
+            ``(B, C, H, W)`` images in ``[0, 1]`` to ``(B, K)`` logits (normalise inside it),
+            trained in place (moved to the run's device). Every method works with it; AIT
+            and manifold mixup need its layers named (``method_opts={"features": "pool"}``,
+            ``{"mix_layers": ("layer1", "layer2")}``). ``cfg.model`` is recorded as
+            ``"<module.ClassName>"``; to resume such a run, pass the model again.
     """
 
-    def __init__(self, cfg: TrainConfig, splits: fdata.Splits | None = None):
+    def __init__(self, cfg: TrainConfig, splits: fdata.Splits | None = None, *, model: nn.Module | None = None):
+        if model is not None and not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module (images -> logits) or None, got {type(model).__name__}")
         self.info = dist.init("cuda" if cfg.device.startswith("cuda") or
                               (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
         self.device = resolve_device(cfg.device, self.info.local_rank)
+        if model is not None:  # before the run-directory check: a resumed run stored this name too
+            cfg = dataclasses.replace(cfg, model=object_model_name(model), model_opts={})
         self.resumed_from = _check_run_dir(cfg)
         if self.resumed_from is not None:
             stored = self.resumed_from["config"]
@@ -96,7 +122,7 @@ class Trainer:
                                                                     seed=0)
         # The same initial weights on every rank (DDP would broadcast rank 0's anyway).
         seed_all(cfg.seed)
-        self.module = build_model(cfg, self.splits)
+        self.module = build_model(cfg, self.splits) if model is None else model
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.module.to(self.device, memory_format=fmt)
         if self.info.active and self.device.type == "cuda":
@@ -382,6 +408,8 @@ def _check_run_dir(cfg: TrainConfig) -> dict | None:
                                     f"a new run, or give the --out of an existing run)")
         stored = ckpt.load(last)
         bad = cfg.resume_conflicts(stored["config"])
+        if str(stored["config"].get("model", "")).startswith("<"):  # a model object: build_model says how
+            bad = [b for b in bad if b[0] not in ("model", "model_opts")]
         if bad:
             flag = {"method_opts": "--opt", "model_opts": "--model-opt"}
             lines = ", ".join(f"{k}={mine!r} (stored: {theirs!r}; flag {flag.get(k, '--' + k.replace('_', '-'))})"
@@ -443,8 +471,9 @@ def _summary(row: dict) -> str:
             f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s" + ("  *best" if row["is_best"] else ""))
 
 
-def train(cfg: TrainConfig, splits: fdata.Splits | None = None) -> Trainer:
-    """Build a :class:`Trainer` for ``cfg`` and run it; returns the trainer (``.history``, ``.module``)."""
-    t = Trainer(cfg, splits)
+def train(cfg: TrainConfig, splits: fdata.Splits | None = None, *, model: nn.Module | None = None) -> Trainer:
+    """Build a :class:`Trainer` for ``cfg`` (with your own ``model``, if given) and run it;
+    returns the trainer (``.history``, ``.module``)."""
+    t = Trainer(cfg, splits, model=model)
     t.fit()
     return t
