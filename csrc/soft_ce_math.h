@@ -43,19 +43,22 @@ FASTMIX_HD float soft_ce_one_minus_t(bool at_a, bool at_b, float w, float sa, fl
 }
 
 // d loss / d z at the target classes, given `rest` = sum of p_c over the classes
-// outside {ya, yb} and pa, pb = p at ya, yb.  Writes grad/g at ya into *ga and at yb
-// into *gb (equal when ya == yb).  Rows with a non-finite lse keep p - t.
+// outside {ya, yb} and pa, pb = p at ya, yb (ta, tb = t there).  Writes the gradient
+// (per unit of grad_loss) at ya into *ga and at yb into *gb (equal when ya == yb).
+// A class holding most of the mass (p > 1/2, where p - t would round p to 1) gets
+// (1 - t) - sum_{c != y} p_c; the others keep p - t, which is already exact to the
+// precision of p.  Rows with a non-finite lse keep p - t.
 FASTMIX_HD void soft_ce_target_grads(bool finite_lse, bool same, float rest, float pa, float pb, float ta, float tb,
                                      float w, float sa, float sb, float offa, float offb, float* ga, float* gb) {
-  if (!finite_lse) {
-    *ga = pa - ta;
-    *gb = pb - tb;
-  } else if (same) {
-    *ga = *gb = soft_ce_one_minus_t(true, true, w, sa, sb, offa, offb) - rest;
-  } else {
-    *ga = soft_ce_one_minus_t(true, false, w, sa, sb, offa, offb) - (rest + pb);
-    *gb = soft_ce_one_minus_t(false, true, w, sa, sb, offa, offb) - (rest + pa);
+  *ga = pa - ta;
+  *gb = pb - tb;
+  if (!finite_lse) return;
+  if (same) {
+    if (pa > 0.5f) *ga = *gb = soft_ce_one_minus_t(true, true, w, sa, sb, offa, offb) - rest;
+    return;
   }
+  if (pa > 0.5f) *ga = soft_ce_one_minus_t(true, false, w, sa, sb, offa, offb) - (rest + pb);
+  if (pb > 0.5f) *gb = soft_ce_one_minus_t(false, true, w, sa, sb, offa, offb) - (rest + pa);
 }
 
 }  // namespace fastmix

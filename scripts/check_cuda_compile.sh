@@ -9,7 +9,7 @@
 #   scripts/check_cuda_compile.sh                       # sm_90 SASS + compute_90 PTX
 #   FASTMIX_CUDA_ARCH="8.0;9.0+PTX" scripts/check_cuda_compile.sh
 #   KEEP_DIR=/tmp/objs scripts/check_cuda_compile.sh    # keep the objects (cuobjdump)
-#   PTX_DIR=/tmp/ptx scripts/check_cuda_compile.sh      # also write one .ptx per file
+#   PTX_DIR=/tmp/ptx scripts/check_cuda_compile.sh      # also copy the checked PTX there
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -46,20 +46,29 @@ if (( ${#files[@]} == 0 )); then
   exit 0
 fi
 for f in "${files[@]}"; do
-  if "$NVCC" "${FLAGS[@]}" -c "$f" -o "$OUT_DIR/$(basename "$f").o"; then
+  keep="$OUT_DIR/keep_$(basename "$f" .cu)"
+  mkdir -p "$keep"
+  # -keep leaves the PTX of this very compile in $keep, for the numerics check below
+  if "$NVCC" "${FLAGS[@]}" -keep -keep-dir "$keep" -c "$f" -o "$OUT_DIR/$(basename "$f").o"; then
     echo "  ok      $f"
   else
     echo "  FAILED  $f"
     status=1
   fi
-  if [[ -n "${PTX_DIR:-}" && $status == 0 ]]; then
-    mkdir -p "$PTX_DIR"
-    # PTX of the (first) PTX target: -ptx takes a single virtual arch, so drop the
-    # -gencode list and ask for compute_XY of the highest entry.
-    ptx_arch="$("$PYTHON" -c 'import sys; sys.path.insert(0, "csrc"); import build_flags as b; print(max(int(n.rstrip("abcdefghijklmnopqrstuvwxyz")) for n, _ in b.parse_arch_list(b.cuda_arch_list())))')"
-    nogen=()
-    for fl in "${FLAGS[@]}"; do [[ "$fl" == -gencode=* ]] || nogen+=("$fl"); done
-    "$NVCC" "${nogen[@]}" -arch="compute_$ptx_arch" -ptx "$f" -o "$PTX_DIR/$(basename "$f" .cu).ptx" || status=1
-  fi
 done
-exit $status
+(( status == 0 )) || exit $status
+
+# Numerics of the generated code (csrc/ptx_rules.py): no flush-to-zero, no approximate
+# instruction except the written-out one inside expf, IEEE sqrt/div in the L2 kernels,
+# no FMA contraction in the kernels that are bitwise equal to the reference.
+ptx=("$OUT_DIR"/keep_*/*.ptx)
+if (( ${#ptx[@]} == 0 )); then
+  echo "check_cuda_compile: nvcc -keep left no PTX (is a +PTX or compute_XY target listed?)"
+  exit 1
+fi
+if [[ -n "${PTX_DIR:-}" ]]; then
+  mkdir -p "$PTX_DIR"
+  cp "${ptx[@]}" "$PTX_DIR"/
+fi
+"$PYTHON" csrc/ptx_rules.py "${ptx[@]}" || exit 1
+exit 0
