@@ -21,19 +21,28 @@ namespace fastmix {
 // relying on <cmath> overloads; the compilers keep x - x (no -ffast-math anywhere).
 FASTMIX_HD bool finite_f(float x) { return (x - x) == 0.0f; }
 
+// weight * value, where a zero weight contributes exactly 0 (even against an infinite
+// value): a class the target does not weigh does not enter sum_c t_c z_c, so a hard
+// label with -inf logits elsewhere gives a finite loss, as F.cross_entropy does (the
+// reference's rule, fastmix/ops: `where(t == 0, 0, t * z)`).
+FASTMIX_HD float weigh(float weight, float value) { return weight == 0.0f ? 0.0f : weight * value; }
+
 // loss of one row from lse = lse_shifted + shift (shift = the row max when finite,
 // else 0), the plain sum S of the row's logits and its logits za, zb at ya, yb.
 FASTMIX_HD float soft_ce_loss(float lse_shifted, float shift, float S, float za, float zb, float w, float sa,
                               float sb, float offa, float offb, float cm1) {
-  if (finite_f(shift) && finite_f(S) && finite_f(lse_shifted)) {
-    // sum_c phi(y, s)_c (m - z_c) = s*(m - z_y) + off*((C-1)*m - (S - z_y))   (phi sums to 1)
-    const float da = sa * (shift - za) + offa * (cm1 * shift - (S - za));
-    const float db = sb * (shift - zb) + offb * (cm1 * shift - (S - zb));
-    return lse_shifted + (w * da + (1.0f - w) * db);
+  if (finite_f(shift) && finite_f(lse_shifted)) {
+    // loss = lse_shifted + sum_c t_c (m - z_c), as phi sums to 1:
+    // sum_c phi(y, s)_c (m - z_c) = s*(m - z_y) + off*((C-1)*m - (S - z_y))
+    const float da = weigh(sa, shift - za) + weigh(offa, cm1 * shift - (S - za));
+    const float db = weigh(sb, shift - zb) + weigh(offb, cm1 * shift - (S - zb));
+    return lse_shifted + (weigh(w, da) + weigh(1.0f - w, db));
   }
-  // Non-finite rows: the reference's form, so that inf and NaN propagate as there.
-  const float dot = w * (sa * za + offa * (S - za)) + (1.0f - w) * (sb * zb + offb * (S - zb));
-  return (lse_shifted + shift) - dot;
+  // Rows with an infinite max or a NaN: the reference's form, lse - sum_c t_c z_c, so
+  // that inf and NaN propagate as there.
+  const float dota = weigh(sa, za) + weigh(offa, S - za);
+  const float dotb = weigh(sb, zb) + weigh(offb, S - zb);
+  return (lse_shifted + shift) - (weigh(w, dota) + weigh(1.0f - w, dotb));
 }
 
 // 1 - t_c at a target class c (c == ya or c == yb), as a sum of non-negative terms

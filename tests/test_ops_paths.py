@@ -177,7 +177,7 @@ def test_index_dtypes(device, backend, itype):
 # ------------------------------------------------------------- forced split-L2 (Triton)
 def _triton_pgd_module():
     """The Triton module holding FORCE_L2_CHUNKS (its package may be renamed)."""
-    for name in ("fastmix.kernels.pgd", "fastmix.triton.pgd", "fastmix.ops.triton.pgd", "fastmix.triton_kernels.pgd",
+    for name in ("fastmix.ops.triton.pgd_step", "fastmix.kernels.pgd", "fastmix.triton.pgd", "fastmix.ops.triton.pgd", "fastmix.triton_kernels.pgd",
                  "fastmix.ops.pgd_step", "fastmix.ops.pgd"):
         try:
             mod = importlib.import_module(name)
