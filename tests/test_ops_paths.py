@@ -123,7 +123,10 @@ def test_storage_offset_views(device, backend):
     for norm in ("linf", "l2"):
         got = fops.pgd_step(x, g, xn, eps, 0.2, norm=norm, backend=backend, check=False)
         want = fops.pgd_step(x.clone(), g.clone(), xn.clone(), eps, 0.2, norm=norm, backend=backend, check=False)
-        assert torch.equal(got, want), f"{backend} {norm}: a storage-offset view differs from its copy"
+        if norm == "linf" or device == "cpu":
+            assert torch.equal(got, want), f"{backend} {norm}: a storage-offset view differs from its copy"
+        else:  # on a GPU the misaligned view takes the scalar path: another summation order
+            assert_close(got, want, torch.float32)
         assert_close(got, fops.pgd_step_ref(x, g, xn, eps, 0.2, norm=norm), torch.float32)
     idx = torch.tensor([3, 3, 0, 1], device=device)
     lam = torch.rand(4, device=device)
@@ -165,7 +168,10 @@ def test_index_dtypes(device, backend, itype):
     idx = torch.tensor([8, 0, 3, 3, 7], device=device, dtype=itype)
     lam = torch.rand(5, device=device)
     got = fops.mix(a, pool, lam, idx, backend=backend, check=False)
-    assert torch.equal(got, fops.mix_ref(a, pool, lam, idx.long())), "mix is bitwise equal to its reference"
+    if backend == "triton" and device != "cpu":  # Triton may fuse a*b + c on a GPU (docs/OPS.md)
+        assert_close(got, fops.mix_ref(a, pool, lam, idx.long()), torch.float32)
+    else:
+        assert torch.equal(got, fops.mix_ref(a, pool, lam, idx.long())), "mix is bitwise equal to its reference"
     z = torch.randn(5, 7, device=device)
     y = torch.tensor([6, 0, 2, 2, 5], device=device, dtype=itype)
     got = fops.soft_cross_entropy(z, y, reduction="none", backend=backend, check=False)

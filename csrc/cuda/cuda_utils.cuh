@@ -72,13 +72,14 @@ __device__ __forceinline__ float sqrt_rn(float a) { return __fsqrt_rn(a); }
 
 // Device-side bounds check of a label or index read from memory (issue 11.2): a
 // failed check aborts the kernel with "device-side assert triggered" (the host sees
-// it at the next synchronising call) instead of reading or writing out of bounds.
-// Active in release builds (CUDA_KERNEL_ASSERT ignores NDEBUG); costs one compare
-// per loaded value.
-#ifdef CUDA_KERNEL_ASSERT_PRINTF
-#define FASTMIX_ASSERT_INDEX(v, n, what)                                                         \
-  CUDA_KERNEL_ASSERT_PRINTF((v) >= 0 && (v) < (n), "fastmix: " what " %lld is out of range [0, %lld)", \
-                            static_cast<long long>(v), static_cast<long long>(n))
+// it at the next synchronising call), printing the message with file and line,
+// instead of reading or writing out of bounds.  Active in release builds
+// (CUDA_KERNEL_ASSERT ignores NDEBUG); costs one compare per loaded value.  The
+// message is a literal on purpose: the printf variant (CUDA_KERNEL_ASSERT_PRINTF,
+// which could print the value) gives every kernel a 48-byte stack frame.
+#ifdef CUDA_KERNEL_ASSERT_MSG
+#define FASTMIX_ASSERT_INDEX(v, n, what) \
+  CUDA_KERNEL_ASSERT_MSG((v) >= 0 && (v) < (n), "fastmix: " what " out of range [0, n)")
 #else
 #define FASTMIX_ASSERT_INDEX(v, n, what) CUDA_KERNEL_ASSERT((v) >= 0 && (v) < (n))
 #endif
