@@ -11,6 +11,8 @@ kernel by kernel (``.entry``):
   ``ex2.approx.ftz.f32`` is allowed in kernels whose name contains ``soft_ce``;
 * the L2 kernels compute their norms and divisions with ``sqrt.rn.f32`` / ``div.rn.f32``,
   the rounding of Triton's ``sqrt_rn`` / ``div_rn``;
+* no kernel has a local-memory stack frame (``.local``: the printf of an assert or a
+  local array would put one in every kernel that has it);
 * the kernels whose results are bitwise equal to the C++ kernels and the torch
   reference (the L-inf step and start, mix) contain no fused multiply-add (``fma``):
   their additions and multiplications are the never-contracted ``add.rn`` / ``mul.rn``.
@@ -44,6 +46,9 @@ def kernels(ptx: str) -> dict[str, Counter]:
         if cur is None:
             continue
         t = line.strip()
+        if t.startswith(".local"):  # a stack frame (__local_depot): printf, local arrays
+            cur[".local"] += 1
+            continue
         if not t or t.startswith(("//", ".", "{", "}", ")")) or t.endswith(":"):
             continue
         words = t.split()
@@ -74,6 +79,8 @@ def violations(ptx: str, where: str = "") -> list[str]:
             parts = op.split(".")
             if ("approx" in parts or "ftz" in parts) and op not in allowed:
                 bad.append(f"{where}: {name}: {n} x {op} (approximate / flush-to-zero)")
+        if ops[".local"]:
+            bad.append(f"{where}: {name}: a local-memory stack frame (.local; e.g. a printf in an assert)")
         if name in L2_KERNELS:
             for need in ("sqrt.rn.f32", "div.rn.f32"):
                 if ops[need] == 0:

@@ -128,6 +128,13 @@ def test_ptx_rules_reject_approximate_l2_and_exp():
     assert rules.violations(_PTX.replace("ex2.approx.ftz.f32", "ex2.approx.f32"))
 
 
+def test_ptx_rules_reject_stack_frames():
+    """A printf in a device assert gives every kernel that has it a stack frame."""
+    text = _PTX.replace("\tsqrt.rn.f32", "\t.local .align 16 .b8 \t__local_depot1[48];\n\tsqrt.rn.f32")
+    v = rules.violations(text)
+    assert len(v) == 1 and "pgd_l2_kernel" in v[0] and "stack frame" in v[0], v
+
+
 _TINY_CU = r"""
 namespace fastmix { namespace cuda {
 __global__ void pgd_linf_kernel(const float* g, const float* x, float* o, float a) {
