@@ -206,7 +206,7 @@ def _sanity(a, eps: float, progress: bool) -> list:
 
 def cmd_eval_mi(a, attacks: list[str]) -> int:
     """``fastmix eval --mi MODE``: plain vs Mixup-Inference accuracy under oblivious attacks
-    (and adaptive EOT attacks with ``--mi-eot N_A``); :func:`fastmix.eval.evaluate_checkpoint_mi`."""
+    (and, with ``--mi-eot N_A``, the paper's adaptive attack and EOT-PGD); :func:`fastmix.eval.evaluate_checkpoint_mi`."""
     from .eval import evaluate_checkpoint_mi
     out = evaluate_checkpoint_mi(a.checkpoint, attacks, mode=a.mi, eps=a.eps, alpha=a.alpha, lam=a.mi_lam,
                                  n=a.mi_n, threshold=a.mi_threshold, eot_iter=a.mi_eot, samples=a.samples,
@@ -372,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mi-pool", type=int, help="the last N held-out images form MI's pool (default half)")
     e.add_argument("--mi-threshold", type=float, default=0.2, help="MI-Combined's detection threshold")
     e.add_argument("--mi-eot", type=int, default=0, metavar="N_A",
-                   help="also run each PGD/CW attack adaptively against MI (EOT over N_A draws per step)")
+                   help="also run each PGD/CW attack adaptively against MI: the paper's attack (adaptive-*: N_A "
+                        "fixed mixing samples, mean perturbation) and EOT-PGD (eot-*: N_A fresh draws per step)")
     d = sub.add_parser("demo", help="standard vs PGD-AT on digits, clean-versus-robust table (~2 min on 2 cores)")
     d.add_argument("--epochs", type=int, default=None, help="default: the digits default (30)")
     d.add_argument("--methods", default="standard,at", help="comma-separated methods to compare")

@@ -88,6 +88,11 @@ class TrainConfig:
         if given.get("model", kw["model"]) != kw["model"]:
             kw.pop("model_opts", None)  # the default model's options belong to that model
         kw.update(given)
+        if "steps" not in given:  # a method whose paper fixes its attack length (IAT: PGD-7) keeps it
+            from ..methods import METHODS
+            paper_steps = getattr(METHODS.get(kw.get("method", cls.method)), "default_steps", None)
+            if paper_steps is not None:
+                kw["steps"] = paper_steps
         return cls(dataset=dataset, **kw)
 
     def __post_init__(self):

@@ -251,6 +251,7 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
         seen = torch.zeros((), dtype=torch.int64, device=dev)
+        scored = torch.zeros((), dtype=torch.int64, device=dev)  # rows train_acc counts (GIF: its m originals)
         stat_sums: dict[str, torch.Tensor] = {}
         lr0 = self.schedule.lr()
         bar = progress.bar(cfg.progress and self.info.is_main, self.loader.samples_per_epoch,
@@ -264,6 +265,7 @@ class Trainer:
             if out.logits is not None:
                 target = y if out.target is None else out.target
                 correct += (out.logits.detach().argmax(1) == target).sum()
+                scored += target.shape[0]
             for k, v in out.stats.items():
                 stat_sums[k] = stat_sums.get(k, 0) + v.detach().double()
             if bar is not None:
@@ -272,7 +274,7 @@ class Trainer:
                     # one host read every 20 steps, for the display only
                     bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}",
                                     lr=f"{self.optimizer.param_groups[0]['lr']:.3g}")
-        totals = dist.all_reduce_sum(torch.stack([loss_sum, correct.double(), seen.double()]))
+        totals = dist.all_reduce_sum(torch.stack([loss_sum, correct.double(), seen.double(), scored.double()]))
         names = sorted(stat_sums)
         stats = {}
         if names:
@@ -284,8 +286,8 @@ class Trainer:
         seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()
-        loss_tot, corr_tot, seen_tot = totals.tolist()
-        return {"lr": lr0, "train_loss": loss_tot / max(seen_tot, 1), "train_acc": corr_tot / max(seen_tot, 1),
+        loss_tot, corr_tot, seen_tot, scored_tot = totals.tolist()
+        return {"lr": lr0, "train_loss": loss_tot / max(seen_tot, 1), "train_acc": corr_tot / max(scored_tot, 1),
                 "seconds": seconds, "images_per_s": seen_tot / seconds if seconds > 0 else float("nan"), **stats}
 
     def evaluate(self) -> dict:
