@@ -15,6 +15,7 @@ import os
 import torch
 
 from . import models as fmodels
+from .models import user as fuser
 
 __all__ = ["FORMAT", "read", "load_model", "resolve_device"]
 
@@ -41,13 +42,31 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def load_model(path: str, device: str = "auto") -> tuple[fmodels.MixableNet, dict]:
+def load_model(path: str, device: str = "auto", *, model=None) -> tuple[torch.nn.Module, dict]:
     """The model a checkpoint holds, rebuilt from its ``model_args`` and weights, in eval
     mode on ``device``; returns ``(model, checkpoint)`` (the checkpoint's ``config`` names
-    the dataset)."""
+    the dataset).
+
+    ``model``: for a run of a model of your own: the ``nn.Module`` to load the weights into,
+    or the import string ``"pkg.mod:build"`` to build it with (see
+    :mod:`fastmix.models.user`). A checkpoint that names a user model needs it: loading
+    never imports code named in a file.
+    """
     st = read(path)
     margs = dict(st["model_args"])
-    model = fmodels.build(margs.pop("name"), margs.pop("num_classes"), margs.pop("in_channels"),
-                          margs.pop("image_size"), **margs)
+    name = margs.pop("name")
+    facts = [margs.pop(k) for k in ("num_classes", "in_channels", "image_size")]
+    if isinstance(model, torch.nn.Module):
+        pass
+    elif model is not None or fuser.is_import_string(name) or (isinstance(name, str) and name.startswith("<")):
+        if model is None:
+            raise ValueError(f"{path} holds a model of your own ({name}); pass it to load it: model=<nn.Module> or "
+                             f"model='package.module:build' (fastmix eval --model ...). A checkpoint never imports "
+                             f"code by itself")
+        if not fuser.is_import_string(model):
+            raise ValueError(f"model must be an nn.Module or an import string 'package.module:build', got {model!r}")
+        model = fuser.build(model, *facts, **margs)  # margs: mean, std and the recorded model options
+    else:
+        model = fmodels.build(name, *facts, **margs)
     model.load_state_dict(st["model"])
     return model.to(resolve_device(device)).eval(), st

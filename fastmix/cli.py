@@ -16,6 +16,10 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the CLI imports the trainer lazily (a fast --help); named here for the docs
+    from .train.config import TrainConfig
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -79,8 +83,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", default=None, help="directory with the dataset's files "
                    "(default $FASTMIX_DATA or ./data; e.g. ../shared/data/mnist)")
     g.add_argument("--download", action="store_true", help="download missing files through torchvision")
-    g.add_argument("--model", default=None, help=f"one of {', '.join(MODELS)} or wrn-D-W (default: per dataset)")
-    g.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="a model option (e.g. width=16)")
+    g.add_argument("--model", default=None, help=f"one of {', '.join(MODELS)} or wrn-D-W (default: per dataset), "
+                   f"or a model of your own as an import string PKG.MOD:BUILD (a callable returning an nn.Module; "
+                   f"given the dataset's num_classes/in_channels/image_size/mean/std it declares)")
+    g.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
+                   help="a model option (e.g. width=16), passed to the built-in model or to BUILD")
     g = p.add_argument_group("optimisation (defaults per dataset, see fastmix.train.DATASET_DEFAULTS)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="global batch size (over all processes)")
@@ -166,7 +173,7 @@ def cmd_eval(a) -> int:
     res = evaluate_checkpoint(a.checkpoint, attacks, eps=a.eps, alpha=a.alpha, samples=a.samples,
                               subset_seed=a.subset_seed, batch_size=a.batch_size, data_dir=a.data_dir,
                               device=a.device, seed=a.seed, progress=progress, apgd_steps=a.apgd_steps,
-                              square_queries=a.square_queries)
+                              square_queries=a.square_queries, model=a.model)
     out = res.to_dict()
     if not a.json:
         where = f"{res.n} held-out images" + (f" (fixed-seed subset, seed {a.subset_seed})"
@@ -190,8 +197,9 @@ def _sanity(a, eps: float, progress: bool) -> list:
     """``fastmix eval --sanity``: :func:`fastmix.eval.sanity_checkpoint` on the same images;
     each failure is printed to stderr as a warning naming the likely cause."""
     from .eval import format_verdicts, sanity_checkpoint
-    verdicts = sanity_checkpoint(a.checkpoint, eps=eps, surrogate=a.surrogate, samples=a.sanity_samples or a.samples,
-                                 subset_seed=a.subset_seed, data_dir=a.data_dir, device=a.device,
+    verdicts = sanity_checkpoint(a.checkpoint, model=a.model, eps=eps, surrogate=a.surrogate,
+                                 samples=a.sanity_samples or a.samples, subset_seed=a.subset_seed,
+                                 data_dir=a.data_dir, device=a.device,
                                  batch_size=a.batch_size, seed=a.seed, progress=progress, large_eps=a.large_eps,
                                  warn=False)  # printed below, once per check
     for v in verdicts:
@@ -339,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="accuracy of a checkpoint under attacks, per attack and worst case, on its "
                                     "held-out split; --sanity adds the gradient-masking checks")
     e.add_argument("--checkpoint", required=True, help="a last.pt or best.pt written by fastmix train")
+    e.add_argument("--model", default=None, metavar="PKG.MOD:BUILD",
+                   help="for a run of a model of your own: the import string that builds it (a checkpoint never "
+                        "imports code by itself)")
     e.add_argument("--attacks", default="clean,fgsm,pgd20,cw20",
                    help="comma-separated: clean, fgsm, noise, pgdK[rR] (R restarts), cwK[rR], apgd-ce, apgd-dlr, "
                         "apgd-t, fab-t, square, autoattack (standard: APGD-CE, APGD-T, FAB-T, Square); 'all' = "

@@ -291,14 +291,15 @@ def select_subset(n_total: int, samples: int | None, seed: int = 0) -> Tensor | 
 
 
 def load_heldout(checkpoint: str, *, data_dir: str | None = None, samples: int | None = None,
-                 subset_seed: int = 0, device: str = "auto", splits=None):
-    """The model a checkpoint holds and the held-out images it is judged on.
+                 subset_seed: int = 0, device: str = "auto", splits=None, model=None):
+    """The model a checkpoint holds and the held-out images it is judged on (``model``: for a
+    run of a model of your own, see :func:`fastmix.checkpoint.load_model`).
 
     Returns ``(model, x uint8 (n, C, H, W), y int64 (n,), info)``: ``info`` holds the
     checkpoint's configuration (``config``), the dataset name, the subset (``subset_seed``,
     ``indices`` of the held-out images, or None for all) and the split's size.
     """
-    model, st = load_model(checkpoint, device)
+    model, st = load_model(checkpoint, device, model=model)
     cfg = st["config"]
     if splits is None:
         splits = fdata.load(cfg["dataset"], data_dir or cfg.get("data_dir"), seed=0)
@@ -315,16 +316,17 @@ def evaluate_checkpoint(path: str, attacks: Sequence[str] | str = ("clean", "fgs
                         eps: float | None = None, alpha: float | None = None, samples: int | None = None,
                         subset_seed: int = 0, batch_size: int = 500, data_dir: str | None = None,
                         device: str = "auto", seed: int = 0, splits=None, progress: bool = False,
-                        apgd_steps: int = 100, square_queries: int = 5000) -> SuiteResult:
+                        apgd_steps: int = 100, square_queries: int = 5000, model=None) -> SuiteResult:
     """:func:`evaluate` on the held-out split of the dataset a checkpoint names: all of it, or
     ``samples`` images drawn with ``subset_seed`` (the same images on every call).
 
     ``eps`` defaults to the training eps (the dataset's usual eps for a standard-trained
     model, whose training eps is 0). ``meta`` of the result records the checkpoint, the
-    dataset and the subset.
+    dataset and the subset. ``model``: for a run of a model of your own (an ``nn.Module`` or
+    the import string that builds it; :func:`fastmix.checkpoint.load_model`).
     """
     model, x, y, info = load_heldout(path, data_dir=data_dir, samples=samples, subset_seed=subset_seed,
-                                     device=device, splits=splits)
+                                     device=device, splits=splits, model=model)
     cfg = info["config"]
     eps = fdata.attack_eps(cfg["dataset"], eps, train_eps=cfg["eps"])
     res = evaluate(model, x, y, attacks, eps=eps, alpha=alpha, batch_size=batch_size, seed=seed,

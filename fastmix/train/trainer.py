@@ -22,6 +22,7 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -36,6 +37,7 @@ from .. import data as fdata
 from .. import dist
 from .. import methods as fmethods
 from .. import models as fmodels
+from ..models import user as user_models
 from .. import progress
 from ..attacks.specs import parse_attack
 from ..checkpoint import load_model, resolve_device  # noqa: F401  (load_model re-exported)
@@ -51,9 +53,24 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: TrainConfig, splits: fdata.Splits) -> fmodels.MixableNet:
+def build_model(cfg: TrainConfig, splits: fdata.Splits) -> nn.Module:
+    """``cfg.model``: a built-in name (:func:`fastmix.models.build`) or an import string
+    ``"pkg.mod:build"`` (:func:`fastmix.models.user.build`: called with the dataset's facts
+    it declares and ``cfg.model_opts``)."""
+    if user_models.is_import_string(cfg.model):
+        return user_models.build(cfg.model, splits.num_classes, splits.in_channels, splits.image_size,
+                                 mean=splits.mean, std=splits.std, **cfg.model_opts)
+    if isinstance(cfg.model, str) and cfg.model.startswith("<"):
+        raise ValueError(f"model={cfg.model!r} is a model object given to train(cfg, model=...); a run of it is "
+                         f"rebuilt (resumed) only by passing the object again: Trainer(cfg, model=...)")
     return fmodels.build(cfg.model, splits.num_classes, splits.in_channels, splits.image_size,
                          mean=splits.mean, std=splits.std, **cfg.model_opts)
+
+
+def object_model_name(model: nn.Module) -> str:
+    """What ``cfg.model`` records for a model object: ``"<module.QualName>"`` (not buildable)."""
+    t = type(model)
+    return f"<{t.__module__}.{t.__qualname__}>"
 
 
 class Trainer:
@@ -62,9 +79,17 @@ class Trainer:
     Args:
         cfg: the run configuration (see :class:`TrainConfig`).
         splits: an already loaded dataset (default: ``fastmix.data.load`` from ``cfg``).
+        model: a model of your own instead of ``cfg.model``: any ``nn.Module`` mapping
+            ``(B, C, H, W)`` images in ``[0, 1]`` to ``(B, K)`` logits (normalise inside it),
+            trained in place (moved to the run's device). Every method works with it; AIT
+            and manifold mixup need its layers named (``method_opts={"features": "pool"}``,
+            ``{"mix_layers": ("layer1", "layer2")}``). ``cfg.model`` is recorded as
+            ``"<module.ClassName>"``; to resume such a run, pass the model again.
     """
 
-    def __init__(self, cfg: TrainConfig, splits: fdata.Splits | None = None):
+    def __init__(self, cfg: TrainConfig, splits: fdata.Splits | None = None, *, model: nn.Module | None = None):
+        if model is not None and not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module (images -> logits) or None, got {type(model).__name__}")
         self.info = dist.init("cuda" if cfg.device.startswith("cuda") or
                               (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
         self.device = resolve_device(cfg.device, self.info.local_rank)
@@ -75,6 +100,8 @@ class Trainer:
             keep = {k: getattr(cfg, k) for k in ("out", "resume", "stop_after", "progress", "device", "data_dir")}
             cfg = TrainConfig.from_dict({**stored["config"], **keep})
             self.resumed_from = stored
+        if model is not None:
+            cfg = dataclasses.replace(cfg, model=object_model_name(model), model_opts={})
         self.cfg = cfg
         # Process-wide switches are set only while fit() runs (or inside process_switches()),
         # and given back as they were found.
@@ -85,7 +112,7 @@ class Trainer:
                                                                     seed=0)
         # The same initial weights on every rank (DDP would broadcast rank 0's anyway).
         seed_all(cfg.seed)
-        self.module = build_model(cfg, self.splits)
+        self.module = build_model(cfg, self.splits) if model is None else model
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.module.to(self.device, memory_format=fmt)
         if self.info.active and self.device.type == "cuda":
@@ -377,8 +404,9 @@ def _summary(row: dict) -> str:
             f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s" + ("  *best" if row["is_best"] else ""))
 
 
-def train(cfg: TrainConfig, splits: fdata.Splits | None = None) -> Trainer:
-    """Build a :class:`Trainer` for ``cfg`` and run it; returns the trainer (``.history``, ``.module``)."""
-    t = Trainer(cfg, splits)
+def train(cfg: TrainConfig, splits: fdata.Splits | None = None, *, model: nn.Module | None = None) -> Trainer:
+    """Build a :class:`Trainer` for ``cfg`` (with your own ``model``, if given) and run it;
+    returns the trainer (``.history``, ``.module``)."""
+    t = Trainer(cfg, splits, model=model)
     t.fit()
     return t
