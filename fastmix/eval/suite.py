@@ -172,6 +172,26 @@ def _check_data(x, y):
             raise ValueError(f"x must lie in [0, 1] (pixel units), got values in [{lo:.4g}, {hi:.4g}]")
 
 
+def _check_labels(model: nn.Module, x: Tensor, y: Tensor, device) -> None:
+    """Every label in ``[0, K)``, K the model's class count (``model.num_classes``, else the
+    width of its output on one image): one scan of ``y`` per :func:`evaluate` call, so no
+    out-of-range label reaches the loss kernels (which index by label)."""
+    k = getattr(model, "num_classes", None)
+    if not isinstance(k, int) or isinstance(k, bool):
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                xb = x[:1].to(device)
+                out = model(xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb)
+        finally:
+            model.train(was)
+        k = out.shape[-1]
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= k:
+        raise ValueError(f"y must hold labels in [0, {k}) (the model has {k} classes), got labels in [{lo}, {hi}]")
+
+
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str] | str | Mapping = ("clean", "fgsm",
              "pgd20", "cw20"), *, eps: float, alpha: float | None = None, batch_size: int = 256, seed: int = 0,
              apgd_steps: int = 100, square_queries: int = 5000, progress: bool = False,
@@ -203,6 +223,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str] | st
         p = next(model.parameters(), None)
         device = p.device if p is not None else x.device
     device = torch.device(device)
+    _check_labels(model, x, y, device)
     N = x.shape[0]
     correct = {k: torch.zeros(N, dtype=torch.bool) for k in named}
     seconds: dict = {}
