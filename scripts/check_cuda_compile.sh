@@ -45,16 +45,26 @@ if (( ${#files[@]} == 0 )); then
   echo "check_cuda_compile: no .cu files"
   exit 0
 fi
+# The .cu files compile in parallel (each nvcc run is one core's work for minutes);
+# results are reported in file order.
+pids=()
 for f in "${files[@]}"; do
   keep="$OUT_DIR/keep_$(basename "$f" .cu)"
   mkdir -p "$keep"
   # -keep leaves the PTX of this very compile in $keep, for the numerics check below
-  if "$NVCC" "${FLAGS[@]}" -keep -keep-dir "$keep" -c "$f" -o "$OUT_DIR/$(basename "$f").o"; then
+  "$NVCC" "${FLAGS[@]}" -keep -keep-dir "$keep" -c "$f" -o "$OUT_DIR/$(basename "$f").o" \
+    > "$OUT_DIR/$(basename "$f").log" 2>&1 &
+  pids+=($!)
+done
+for i in "${!files[@]}"; do
+  f="${files[$i]}"
+  if wait "${pids[$i]}"; then
     echo "  ok      $f"
   else
     echo "  FAILED  $f"
     status=1
   fi
+  cat "$OUT_DIR/$(basename "$f").log"
 done
 (( status == 0 )) || exit $status
 
