@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -193,8 +192,8 @@ def _sanity(a, eps: float, progress: bool) -> list:
     printed to stderr as a warning naming the likely cause."""
     import warnings as _w
 
+    from .checkpoint import load_model
     from .eval import format_verdicts, load_heldout, run_sanity
-    from .train.trainer import load_model
     model, x, y, _ = load_heldout(a.checkpoint, data_dir=a.data_dir, samples=a.sanity_samples or a.samples,
                                   subset_seed=a.subset_seed, device=a.device)
     surrogate = load_model(a.surrogate, a.device)[0] if a.surrogate else None
@@ -214,32 +213,18 @@ def _sanity(a, eps: float, progress: bool) -> list:
 
 def cmd_eval_mi(a, attacks: list[str]) -> int:
     """``fastmix eval --mi MODE``: plain vs Mixup-Inference accuracy under oblivious attacks
-    (and adaptive EOT attacks with ``--mi-eot N_A``). The last ``--mi-pool`` held-out images
-    are MI's clean pool; the evaluated images are taken from the rest."""
-    import torch
-
-    from . import data as fdata
-    from .methods.mixup_inference import evaluate
-    from .train.trainer import load_model
-
-    model, st = load_model(a.checkpoint, a.device)
-    cfg = st["config"]
-    dev = next(model.parameters()).device
-    test = fdata.load(cfg["dataset"], a.data_dir or cfg.get("data_dir"), seed=0).test
-    n_pool = len(test) // 2 if a.mi_pool is None else a.mi_pool
-    if not 0 < n_pool < len(test):
-        raise ValueError(f"--mi-pool must be in (0, {len(test)}) (held-out images), got {n_pool}")
-    x = test.images.to(dev, torch.float32).div_(255.0)
-    y = test.labels.to(dev)
-    n_eval = len(test) - n_pool if a.samples is None else min(a.samples, len(test) - n_pool)
-    eps = a.eps if a.eps is not None else cfg["eps"]
-    res = evaluate(model, x[:n_eval], y[:n_eval], x[-n_pool:], y[-n_pool:], attacks=attacks, eps=eps,
-                   alpha=a.alpha, mode=a.mi, lam=a.mi_lam, n=a.mi_n, threshold=a.mi_threshold,
-                   eot_iter=a.mi_eot, batch_size=a.batch_size, seed=a.seed)
+    (and adaptive EOT attacks with ``--mi-eot N_A``); :func:`fastmix.eval.evaluate_checkpoint_mi`."""
+    from .eval import evaluate_checkpoint_mi
+    out = evaluate_checkpoint_mi(a.checkpoint, attacks, mode=a.mi, eps=a.eps, alpha=a.alpha, lam=a.mi_lam,
+                                 n=a.mi_n, threshold=a.mi_threshold, eot_iter=a.mi_eot, samples=a.samples,
+                                 pool=a.mi_pool, batch_size=a.batch_size, data_dir=a.data_dir, device=a.device,
+                                 seed=a.seed)
+    res = out["accuracy"]
     if a.json:
         print(json.dumps(res))
     else:
-        print(f"Mixup Inference ({a.mi}) on {n_eval} held-out images, pool of {n_pool}, eps {eps:g}")
+        print(f"Mixup Inference ({a.mi}) on {out['samples']} held-out images, pool of {out['pool']}, "
+              f"eps {out['eps']:g}")
         for k, v in res.items():
             print(f"{k:>16s}  {100 * v:6.2f}%")
     return 0
@@ -303,83 +288,28 @@ def cmd_plot(a) -> int:
     return 0
 
 
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
 def _eps_curves(a) -> dict:
-    """Robust accuracy of each checkpoint at each radius of ``--eps-grid`` (one suite run per eps)."""
-    from .eval import evaluate, load_heldout
+    from .eval import eps_curves
     if not a.checkpoints:
         raise ValueError("checkpoints: give at least one checkpoint (or --from-json)")
     labels = _labels(a, a.checkpoints, _run_name)
-    curves, train_eps = {}, None
-    for lab, ck in zip(labels, a.checkpoints):
-        model, x, y, info = load_heldout(ck, data_dir=a.data_dir, samples=a.samples, subset_seed=a.subset_seed,
-                                         device=a.device)
-        e_train = info["config"]["eps"]
-        if train_eps is None and e_train > 0:
-            train_eps = e_train
-        if a.eps_grid:
-            grid = [_number(v) for v in a.eps_grid.split(",") if v.strip()]
-        else:
-            top = 2 * (e_train if e_train > 0 else (train_eps or 0.1))
-            grid = [round(top * i / 8, 6) for i in range(9)]
-        curves[lab] = {}
-        for e in grid:
-            res = evaluate(model, x, y, [a.attack], eps=e, batch_size=a.batch_size, seed=a.seed,
-                           progress=not a.no_progress)
-            curves[lab][e] = res.accuracy[a.attack]
-        print(f"{lab}: " + ", ".join(f"{e:g}: {100 * v:.1f}%" for e, v in curves[lab].items()), flush=True)
-    return {"attack": a.attack, "train_eps": train_eps, "samples": a.samples, "subset_seed": a.subset_seed,
-            "curves": curves}
+    grid = [_number(v) for v in a.eps_grid.split(",") if v.strip()] if a.eps_grid else None
+    return eps_curves(dict(zip(labels, a.checkpoints)), attack=a.attack, eps_grid=grid, samples=a.samples,
+                      subset_seed=a.subset_seed, batch_size=a.batch_size, data_dir=a.data_dir, device=a.device,
+                      seed=a.seed, progress=not a.no_progress, log=_log)
 
 
 def _mi_curves(a) -> dict:
-    """MI accuracy at each lambda on each attack's images (crafted once, on the plain model:
-    the oblivious threat model of the MI paper), plus the plain model's accuracy."""
-    import torch
-
-    from . import data as fdata
-    from .eval import evaluate, expand_attacks
-    from .methods.mixup_inference import MixupInference
-    from .train.trainer import load_model
+    from .eval import mi_curves
     if not a.checkpoint:
         raise ValueError("checkpoint: give a checkpoint (or --from-json)")
-    model, st = load_model(a.checkpoint, a.device)
-    cfg = st["config"]
-    test = fdata.load(cfg["dataset"], a.data_dir or cfg.get("data_dir"), seed=0).test
-    n_pool = len(test) // 2 if a.pool is None else a.pool
-    if not 0 < n_pool < len(test):
-        raise ValueError(f"--pool must be in (0, {len(test)}) (held-out images), got {n_pool}")
-    dev = next(model.parameters()).device
-    x = test.images.to(dev, torch.float32).div_(255.0)
-    y = test.labels.to(dev)
-    n_eval = min(a.samples, len(test) - n_pool)
-    xe, ye, pool_x, pool_y = x[:n_eval], y[:n_eval], x[-n_pool:], y[-n_pool:]
-    eps = a.eps if a.eps is not None else cfg["eps"]
-    lams = [_number(v) for v in a.lams.split(",") if v.strip()]
-    curves: dict = {}
-    for name in expand_attacks(a.attacks):
-        captured = {}
-
-        def keep(model_, xb, yb, _name=name):
-            from .eval import parse_attack
-            atk = parse_attack(_name, eps)
-            xa = xb if atk is None else atk(model_, xb, yb)
-            captured.setdefault("x", []).append(xa.detach())
-            return xa
-        plain = evaluate(model, xe, ye, {name: keep}, eps=eps, batch_size=a.batch_size, seed=a.seed)
-        xa = torch.cat(captured["x"])
-        curves[f"{name} (no MI)"] = {0.5: plain.accuracy[name]}
-        row = curves.setdefault(f"{name} + MI-{a.mode.upper()}", {})
-        for lam in lams:
-            mi = MixupInference(model, pool_x, pool_y, mode=a.mode, lam=lam, n=a.n)
-            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-                torch.manual_seed(a.seed)
-                hit = sum(int((mi(xa[s:s + a.batch_size]).argmax(1) == ye[s:s + a.batch_size]).sum())
-                          for s in range(0, n_eval, a.batch_size))
-            row[lam] = hit / n_eval
-        print(f"{name}: plain {100 * plain.accuracy[name]:.1f}%, MI-{a.mode.upper()} "
-              + ", ".join(f"lam {k:g}: {100 * v:.1f}%" for k, v in row.items()), flush=True)
-    return {"checkpoint": a.checkpoint, "mode": a.mode, "n": a.n, "eps": eps, "samples": n_eval, "pool": n_pool,
-            "curves": curves}
+    return mi_curves(a.checkpoint, lams=[_number(v) for v in a.lams.split(",") if v.strip()], attacks=a.attacks,
+                     mode=a.mode, n=a.n, eps=a.eps, samples=a.samples, pool=a.pool, batch_size=a.batch_size,
+                     data_dir=a.data_dir, device=a.device, seed=a.seed, log=_log)
 
 
 def cmd_demo(a) -> int:
@@ -416,18 +346,10 @@ def cmd_demo(a) -> int:
 
 
 def cmd_bench(a, rest) -> int:
-    """``fastmix bench [ARGS]`` runs benchmarks/run.py (the ops); ``fastmix bench train [ARGS]``
-    runs benchmarks/bench_train.py (training steps and loaders)."""
-    name = "run.py"
-    if rest[:1] == ["train"]:
-        name, rest = "bench_train.py", rest[1:]
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for root in (os.getcwd(), here):
-        script = os.path.join(root, "benchmarks", name)
-        if os.path.isfile(script):
-            return subprocess.call([sys.executable, script, *rest])
-    print(f"benchmarks/{name} not found (run `fastmix bench` from a fastmix checkout)", file=sys.stderr)
-    return 2
+    """``fastmix bench [ARGS]``: the op benchmarks; ``fastmix bench train [ARGS]``: training
+    steps and loaders (:mod:`fastmix.bench`, run in this process)."""
+    from . import bench
+    return bench.main(rest)
 
 
 def cmd_info(a) -> int:
@@ -529,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--batch-size", type=int, default=500)
             q.add_argument("--threads", type=int)
             q.add_argument("--no-progress", action="store_true")
-    sub.add_parser("bench", help="run benchmarks/run.py, or `bench train` for benchmarks/bench_train.py "
+    sub.add_parser("bench", help="run the op benchmarks (benchmarks/run.py), or `bench train` / `bench attacks` "
                                  "(arguments are passed through)", add_help=False)
     sub.add_parser("info", help="versions and backend status (python -m fastmix.info)")
     return p

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from fastmix import attacks  # noqa: E402
+from fastmix import attacks, checkpoint  # noqa: E402
 from fastmix import data as fdata  # noqa: E402
 from fastmix.methods.mixup_inference import MixupInference  # noqa: E402
 from fastmix.train import TrainConfig, Trainer  # noqa: E402
@@ -146,14 +146,8 @@ def _plain(v):
 
 
 def load_model(path: str):
-    from fastmix import models as fmodels
-    from fastmix.train import load_checkpoint
-    st = load_checkpoint(path)
-    margs = dict(st["model_args"])
-    model = fmodels.build(margs.pop("name"), margs.pop("num_classes"), margs.pop("in_channels"),
-                          margs.pop("image_size"), **margs)
-    model.load_state_dict(st["model"])
-    return model.eval()
+    """The checkpoint's model in eval mode on the CPU (:func:`fastmix.checkpoint.load_model`)."""
+    return checkpoint.load_model(path, "cpu")[0]
 
 
 # Longest first, so that parallel jobs finish together.

@@ -25,9 +25,15 @@ fi
 
 # build requirements first (no isolation means they must already be here)
 "${PIP[@]}" "setuptools>=64" wheel ninja
+# What this script installs beside pyproject.toml's extras (scripts/check_env.py reads
+# these two lines to tell that a CI environment holds nothing else):
+NODEPS_PKGS="torchattacks==3.5.1"  # installed with --no-deps (its torchvision pin)
+EXTRA_PKGS="scipy requests"        # torchattacks' own imports
 extras="test"
 [[ "$want" == "main" ]] && extras="test,plot"
 "${PIP[@]}" --no-build-isolation -e ".[$extras]"
-"${PIP[@]}" --no-deps "torchattacks==3.5.1"
-"${PIP[@]}" scipy requests  # torchattacks' own imports, without its torchvision pin
+# shellcheck disable=SC2086
+"${PIP[@]}" --no-deps $NODEPS_PKGS
+# shellcheck disable=SC2086
+"${PIP[@]}" $EXTRA_PKGS
 "$PY" -m fastmix.info

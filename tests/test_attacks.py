@@ -277,6 +277,23 @@ def test_kl_trades_attack(net, data):
         assert kl(xa).mean() > 10 * kl((x + 0.001 * torch.randn_like(x)).clamp(0, 1)).mean()
 
 
+def test_kl_without_random_start_is_deterministic(net, data):
+    # issue 17 item 1: loss="kl" used to take TRADES's normal start even with
+    # random_start=False, so two eager calls (and a graph replay vs eager) drew different noise.
+    x, _ = data
+    kw = dict(eps=0.1, alpha=0.02, steps=3, loss="kl")
+    torch.manual_seed(1)
+    a = A.pgd(net, x, None, random_start=False, **kw)
+    torch.manual_seed(2)
+    b = A.pgd(net, x, None, random_start=False, **kw)
+    assert torch.equal(a, b) and (linf(a, x) <= 0.1 + 1e-6).all()
+    torch.manual_seed(1)
+    c = A.pgd(net, x, None, random_start=True, **kw)
+    torch.manual_seed(2)
+    d = A.pgd(net, x, None, random_start=True, **kw)
+    assert not torch.equal(c, d) and not torch.equal(c, x)  # the random start still draws
+
+
 def test_cw_untargeted_and_targeted(net, data):
     x, y = data
     margin = lambda z, t: (net(z).scatter(1, t[:, None], -1e9).amax(1) - net(z).gather(1, t[:, None])[:, 0])  # noqa

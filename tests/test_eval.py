@@ -153,6 +153,9 @@ def test_cli_eval_json_worst_case_and_sanity(run, capsys, tmp_path):
     assert [v["name"] for v in res["sanity"]] == ["eps_curve", "more_steps", "fgsm_vs_pgd", "noise_vs_pgd",
                                                   "ce_vs_margin", "transfer"]
     assert json.loads(out.read_text())["accuracy"] == res["accuracy"]
+    # exact fractions of the 40 images (k / 40 in Python), never float32 values such as 0.7599999904632568
+    for v in list(res["accuracy"].values()) + [res["worst_case"]]:
+        assert v == round(v * 40) / 40
     # the same subset on a second call, and a text table without --json
     assert cli.main(["eval", "--checkpoint", ckpt, "--attacks", "clean,pgd3", "--samples", "40",
                      "--no-progress"]) == 0

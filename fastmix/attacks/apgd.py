@@ -19,7 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
-from . import _engine as E
+from ..ops import _validate as validate
+from ..ops.target import SoftTarget
+from .checks import check_eps, check_images, check_int, check_labels
+from .loop import input_grad
+from .losses import make_loss
+from .modes import attack_mode, autocast_context, autocast_dtype
 
 __all__ = ["apgd"]
 
@@ -47,7 +52,7 @@ def _start(x: Tensor, eps: Tensor, norm: str, gen) -> Tensor:
 def _run(model, loss_fn, x, target, label, eps, *, steps, norm, rho, amp, gen, eot):
     """One APGD run on ``x`` ``(B, ...)``; returns ``(x_best_adv, still_robust (B,) bool)``."""
     where = lambda m, a, b: torch.where(_per_sample(m, a) if a.dim() > 1 else m, a, b)  # noqa: E731
-    grad = lambda z: E.input_grad(model, loss_fn, z, target, amp=amp, eot=eot, eot_batch=1)  # noqa: E731
+    grad = lambda z: input_grad(model, loss_fn, z, target, amp=amp, eot=eot, eot_batch=1)  # noqa: E731
     k = max(int(0.22 * steps), 1)
     k_min, k_decr = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
 
@@ -109,31 +114,31 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps, steps: int = 100, norm:
         ``(B, ...)`` adversarial images: for each sample fooled by some run, the first
         misclassified iterate of that run; ``x`` itself elsewhere.
     """
-    x = E.check_images("x", x, check).detach()
-    y = E.check_labels("y", y, x, check)
-    if isinstance(y, E.SoftTarget):
+    x = check_images("x", x, check).detach()
+    y = check_labels("y", y, x, check)
+    if isinstance(y, SoftTarget):
         raise ValueError("apgd needs hard labels y, got a SoftTarget")
-    E.check_int("steps", steps, 1)
-    E.check_int("restarts", restarts, 1)
-    E.check_int("eot_iter", eot_iter, 1)
-    E.check_int("n_target_classes", n_target_classes, 1)
-    E.V.norm_code(norm)
+    check_int("steps", steps, 1)
+    check_int("restarts", restarts, 1)
+    check_int("eot_iter", eot_iter, 1)
+    check_int("n_target_classes", n_target_classes, 1)
+    validate.norm_code(norm)
     norm = "linf" if norm in ("linf", "Linf", "inf") else "l2"
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho <= 1:
         raise ValueError(f"rho must be a number in (0, 1], got {rho!r}")
     loss = loss or ("dlr" if targeted else "ce")
     if loss not in ("ce", "dlr"):
         raise ValueError(f"loss must be 'ce' or 'dlr', got {loss!r}")
-    base, sign = E.make_loss(loss, targeted)
+    base, sign = make_loss(loss, targeted)
     loss_fn = base if sign > 0 else (lambda out, t, c: -base(out, t, c))
-    eps_t = E.check_eps("eps", eps, x.shape[0], x.device, check)
+    eps_t = check_eps("eps", eps, x.shape[0], x.device, check)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
-    amp = E.autocast_dtype(autocast)
+    amp = autocast_dtype(autocast)
     gen = None if seed is None else torch.Generator(device=x.device).manual_seed(int(seed))
 
-    with E.attack_mode(model, bn_mode):
-        with torch.no_grad(), E._autocast(x.device, amp):
+    with attack_mode(model, bn_mode):
+        with torch.no_grad(), autocast_context(x.device, amp):
             logits = model(x)
         C = logits.shape[1]
         need = 4 if (targeted and loss == "dlr") else (3 if loss == "dlr" else 2)
@@ -143,7 +148,7 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps, steps: int = 100, norm:
         if targeted and n_target_classes > C - 1:
             raise ValueError(f"n_target_classes must be at most C - 1 = {C - 1}, got {n_target_classes}")
         if check:
-            E.V.in_range("y", y, 0, C - 1, f" (the model has C={C} classes)")
+            validate.in_range("y", y, 0, C - 1, f" (the model has C={C} classes)")
         order = logits.argsort(dim=1, descending=True) if targeted else None
         robust = logits.argmax(dim=1) == y
         adv = x.clone()

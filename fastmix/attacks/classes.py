@@ -24,11 +24,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import _engine as E
+from ..ops import _validate as validate
 from .apgd import apgd
+from .checks import check_images, check_int
 from .functional import pgd
+from .modes import attack_mode, autocast_dtype
 
-__all__ = ["Attack", "PGD", "PGDL2", "FGSM", "CW", "APGD", "APGDT", "AutoAttack"]
+__all__ = ["Attack", "PGD", "PGDL2", "FGSM", "CW", "APGD", "APGDT", "torchattacks_norm", "check_number"]
 
 _RANGE_TOL = 1e-5  # de-normalised images may leave [0, 1] by rounding only
 
@@ -47,7 +49,7 @@ class _Normalize(nn.Module):
         return self.model((x - self.mean.to(x.device)) / self.std.to(x.device))
 
 
-def _check_number(name, v, lo=0.0):
+def check_number(name, v, lo=0.0):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= lo) or v != v or v == float("inf"):
         raise ValueError(f"{name} must be a finite number >= {lo}, got {v!r}")
     return float(v)
@@ -84,7 +86,7 @@ class Attack:
         self._model_training = False
         self._batchnorm_training = False
         self._dropout_training = False
-        E.autocast_dtype(autocast)  # validates
+        autocast_dtype(autocast)  # validates
         self._fast = dict(autocast=autocast, channels_last=bool(channels_last), cuda_graph=bool(cuda_graph))
 
     # ----------------------------------------------------------------- torchattacks API
@@ -146,7 +148,7 @@ class Attack:
 
     def set_mode_targeted_least_likely(self, kth_min: int = 1, quiet: bool = False):
         """Target = the class with the ``kth_min``-th smallest logit other than the label."""
-        E.check_int("kth_min", kth_min, 1)
+        check_int("kth_min", kth_min, 1)
         self._set_mode_targeted("targeted(least-likely)", quiet)
         self._kth_min = kth_min
         self._target_map_function = self.get_least_likely_label
@@ -174,7 +176,7 @@ class Attack:
 
     @torch.no_grad()
     def _eval_logits(self, inputs: Tensor) -> Tensor:
-        with E.attack_mode(self.model, "eval"):
+        with attack_mode(self.model, "eval"):
             return self.get_logits(inputs)
 
     @torch.no_grad()
@@ -206,22 +208,22 @@ class Attack:
         return (self._model_training, self._batchnorm_training, self._dropout_training)
 
     def __call__(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        E.V.float_tensor("images", images, min_dim=2)
+        validate.float_tensor("images", images, min_dim=2)
         if images.shape[0] == 0:
             raise ValueError(f"images must hold at least one sample, got shape {tuple(images.shape)}")
         dev = self.device or images.device
         images = images.detach().to(dev)
         if self.normalization_used is not None:
             images = self.inverse_normalize(images)
-            E.V.finite("images", images)
-            E.V.in_range("images", images, -_RANGE_TOL, 1 + _RANGE_TOL,
+            validate.finite("images", images)
+            validate.in_range("images", images, -_RANGE_TOL, 1 + _RANGE_TOL,
                          " once de-normalised (torchattacks' set_normalization_used contract: "
                          "the attack takes normalised images)")
             images = images.clamp(0.0, 1.0)  # removes rounding of the de-normalisation only
         else:
-            E.check_images("images", images, True)
+            check_images("images", images, True)
         if labels is not None:
-            E.V.index_tensor("labels", labels, images.shape[0])
+            validate.index_tensor("labels", labels, images.shape[0])
             labels = labels.detach().to(dev).long()
         if labels is None:  # attack the model's own prediction
             labels = self._eval_logits(images).argmax(dim=1)
@@ -250,9 +252,9 @@ class PGD(Attack):
 
     def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True, **fast):
         super().__init__(type(self).__name__, model, **fast)
-        self.eps = _check_number("eps", eps)
-        self.alpha = _check_number("alpha", alpha)
-        self.steps = E.check_int("steps", steps, 1)
+        self.eps = check_number("eps", eps)
+        self.alpha = check_number("alpha", alpha)
+        self.steps = check_int("steps", steps, 1)
         self.random_start = bool(random_start)
         self.supported_mode = ["default", "targeted"]
 
@@ -295,13 +297,13 @@ class CW(PGD):
 
     def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=20, kappa=0.0, random_start=True, **fast):
         super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start, **fast)
-        self.kappa = _check_number("kappa", kappa)
+        self.kappa = check_number("kappa", kappa)
 
     def _extra(self):
         return {"confidence": self.kappa}
 
 
-def _torchattacks_norm(norm):
+def torchattacks_norm(norm):
     if norm not in ("Linf", "L2"):
         raise ValueError(f"norm must be 'Linf' or 'L2', got {norm!r}")
     return "linf" if norm == "Linf" else "l2"
@@ -318,16 +320,16 @@ class APGD(Attack):
                  eot_iter=1, rho=0.75, verbose=False, **fast):
         super().__init__(type(self).__name__, model, **fast)
         self.norm = norm
-        self._fm_norm = _torchattacks_norm(norm)
-        self.eps = _check_number("eps", eps)
-        self.steps = E.check_int("steps", steps, 1)
-        self.n_restarts = E.check_int("n_restarts", n_restarts, 1)
+        self._fm_norm = torchattacks_norm(norm)
+        self.eps = check_number("eps", eps)
+        self.steps = check_int("steps", steps, 1)
+        self.n_restarts = check_int("n_restarts", n_restarts, 1)
         self.seed = seed
         if loss not in ("ce", "dlr"):
             raise ValueError(f"loss must be 'ce' or 'dlr', got {loss!r}")
         self.loss = loss
-        self.eot_iter = E.check_int("eot_iter", eot_iter, 1)
-        self.rho = _check_number("rho", rho)
+        self.eot_iter = check_int("eot_iter", eot_iter, 1)
+        self.rho = check_number("rho", rho)
         self.verbose = verbose
 
     def _apgd(self, images, labels, **kw):
@@ -350,102 +352,8 @@ class APGDT(APGD):
     def __init__(self, model, norm="Linf", eps=8 / 255, steps=10, n_restarts=1, seed=0, eot_iter=1,
                  rho=0.75, verbose=False, n_classes=10, **fast):
         super().__init__(model, norm, eps, steps, n_restarts, seed, "dlr", eot_iter, rho, verbose, **fast)
-        self.n_classes = E.check_int("n_classes", n_classes, 2)
+        self.n_classes = check_int("n_classes", n_classes, 2)
         self.n_target_classes = n_classes - 1
 
     def forward(self, images, labels):
         return self._apgd(images, labels, loss="dlr", targeted=True, n_target_classes=self.n_target_classes)
-
-
-class AutoAttack(Attack):
-    """AutoAttack (Croce and Hein 2020): attacks run in sequence, each on the samples the
-    previous ones left robust.
-
-    ``version="standard"``: APGD-CE, APGD-T (``n_classes - 1`` targets), FAB-T and Square
-    (5000 queries); ``"rand"``: APGD-CE and APGD-DLR with ``eot_iter=20``. APGD-CE and
-    APGD-T run natively; FAB-T and Square run through torchattacks when it is installed
-    (otherwise a clear ImportError names the fix, or pass ``attacks=("apgd-ce", "apgd-t")``).
-
-    Args: norm ('Linf' | 'L2'), eps (8/255), version, n_classes (10), seed (None: torch's
-    RNG), verbose, steps (100, AutoAttack's; torchattacks' AutoAttack uses its APGD default
-    of 10), attacks (a subset/order of "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"),
-    n_queries (Square's budget, 5000).
-    """
-
-    _VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
-
-    def __init__(self, model, norm="Linf", eps=8 / 255, version="standard", n_classes=10, seed=None,
-                 verbose=False, steps=100, attacks=None, n_queries=5000, **fast):
-        super().__init__("AutoAttack", model, **fast)
-        self.norm = norm
-        self._fm_norm = _torchattacks_norm(norm)
-        self.eps = _check_number("eps", eps)
-        if version not in self._VERSIONS:
-            raise ValueError(f"version must be one of {tuple(self._VERSIONS)}, got {version!r}")
-        self.version = version
-        self.n_classes = E.check_int("n_classes", n_classes, 2)
-        self.seed = seed
-        self.verbose = verbose
-        self.steps = E.check_int("steps", steps, 1)
-        self.n_queries = E.check_int("n_queries", n_queries, 1)
-        names = tuple(attacks) if attacks is not None else self._VERSIONS[version]
-        known = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
-        for a in names:
-            if a not in known:
-                raise ValueError(f"attacks must be names from {known}, got {a!r}")
-        self.attacks = names
-        if any(a in ("fab-t", "square") for a in names):
-            _torchattacks()  # fail at construction, not half-way through an evaluation
-
-    def _run_one(self, name, images, labels):
-        fast = {k: v for k, v in self._fast.items() if k != "cuda_graph"}
-        eot = 20 if self.version == "rand" else 1
-        common = dict(eps=self.eps, steps=self.steps, norm=self._fm_norm, seed=self.seed, bn_mode=self._mode(),
-                      eot_iter=eot, check=False, **fast)
-        if name == "apgd-ce":
-            return apgd(self._net(), images, labels, loss="ce", **common)
-        if name == "apgd-dlr":
-            return apgd(self._net(), images, labels, loss="dlr", **common)
-        if name == "apgd-t":
-            return apgd(self._net(), images, labels, loss="dlr", targeted=True,
-                        n_target_classes=self.n_classes - 1, **common)
-        ta = _torchattacks()
-        seed = 0 if self.seed is None else self.seed
-        if name == "fab-t":
-            atk = ta.FAB(self._net(), norm=self.norm, eps=self.eps, steps=self.steps, n_restarts=1, seed=seed,
-                         multi_targeted=True, n_classes=self.n_classes)
-        else:
-            atk = ta.Square(self._net(), norm=self.norm, eps=self.eps, n_queries=self.n_queries, n_restarts=1,
-                            seed=seed)
-        atk.set_model_training_mode(*self._mode())
-        with E.attack_mode(self.model, self._mode()):  # no weight gradients; modes restored
-            return atk(images, labels)
-
-    def forward(self, images, labels):
-        with torch.no_grad():
-            logits = self._eval_logits(images)
-        E.V.in_range("labels", labels, 0, logits.shape[1] - 1, f" (the model has C={logits.shape[1]} classes)")
-        robust = logits.argmax(dim=1) == labels
-        adv = images.clone()
-        for name in self.attacks:
-            idx = robust.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            xa = self._run_one(name, images[idx], labels[idx])
-            with torch.no_grad():
-                fooled = self._eval_logits(xa).argmax(dim=1) != labels[idx]
-            adv[idx[fooled]] = xa[fooled]
-            robust[idx[fooled]] = False
-            if self.verbose:
-                print(f"{name}: robust accuracy {robust.float().mean().item():.2%}")
-        return adv
-
-
-def _torchattacks():
-    try:
-        import torchattacks
-    except ImportError as e:
-        raise ImportError("AutoAttack's FAB-T and Square run through torchattacks, which is not installed: "
-                          "`pip install torchattacks` (or `pip install fastmix[attacks]`), or pass "
-                          "attacks=('apgd-ce', 'apgd-t') for the native part only") from e
-    return torchattacks

@@ -1,6 +1,6 @@
 """Functional attacks: PGD (CE, soft CE, CW, KL, any loss), FGSM, FGSM-RS, the feature
 attack (AIT) and EOT-PGD (Mixup Inference's adaptive attack), each a few lines on the
-shared :class:`~fastmix.attacks._engine.Loop` (METHODS.md 1.1).
+shared :class:`~fastmix.attacks.loop.Loop` (METHODS.md 1.1).
 
 Common arguments:
     model: an ``nn.Module`` mapping ``(B, C, H, W)`` images in [0, 1] to ``(B, K)`` logits
@@ -30,25 +30,29 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from . import _engine as E
-from ._engine import AttackResult, SoftTarget
+from ..ops import _validate as validate
+from ..ops.target import SoftTarget, label_of
+from .checks import check_eps, check_images, check_int, check_labels
+from .losses import feature_loss, make_loss
+from .loop import AttackResult, Loop, run
+from .modes import attack_mode, autocast_context, autocast_dtype
 
 __all__ = ["pgd", "fgsm", "fgsm_rs", "feature_attack", "eot_pgd"]
 
 
 def _prepare_inputs(x, y, eps, alpha, steps, norm, check, channels_last, *, y_required=True, loss="ce"):
-    x = E.check_images("x", x, check).detach()
+    x = check_images("x", x, check).detach()
     if y is not None or y_required:
         if y is None:
             raise ValueError("y (the labels) is required for this loss")
-        y = E.check_labels("y", y, x, check)
-    E.check_int("steps", steps, 1)
-    E.V.norm_code(norm)
+        y = check_labels("y", y, x, check)
+    check_int("steps", steps, 1)
+    validate.norm_code(norm)
     if isinstance(y, SoftTarget) and not (loss == "ce" or callable(loss)):
         raise ValueError(f"a SoftTarget y needs loss='ce' (or a callable), got loss={loss!r}")
     B = x.shape[0]
-    eps_t = E.check_eps("eps", eps, B, x.device, check)
-    alpha_t = E.check_eps("alpha", alpha, B, x.device, check)
+    eps_t = check_eps("eps", eps, B, x.device, check)
+    alpha_t = check_eps("alpha", alpha, B, x.device, check)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y, eps_t, alpha_t
@@ -69,31 +73,33 @@ def pgd(model: nn.Module, x: Tensor, y, *, eps, alpha, steps: int, norm: str = "
             ``min(max_{j!=y} z_j - z_y, confidence)``), ``"kl"`` (TRADES:
             ``KL(softmax f(x) || softmax f(x_k))`` with ``x_0 = x + 0.001 N(0, I)``; ``y``
             may be None), ``"dlr"``, or ``fn(logits, y) -> (B,)`` per-sample loss.
-        random_start: start from a uniform point of the eps-ball.
+        random_start: start from a random point: uniform in the eps-ball, or for
+            ``loss="kl"`` TRADES's ``x + 0.001 N(0, I)``; ``False``: start at ``x`` (every
+            loss, so two calls give the same result).
         targeted: ``y`` holds target classes; the attack descends the loss towards them.
         restarts: R >= 1 runs; per sample the run that misclassifies (targeted: hits the
             target) is kept, ties broken by the higher final loss.
         confidence: the CW kappa (>= 0).
         return_kappa: also return GAIRAT's kappa (needs hard labels or a SoftTarget).
     """
-    E.check_int("restarts", restarts, 1)
-    loss_fn, sign = E.make_loss(loss, targeted, confidence)
+    check_int("restarts", restarts, 1)
+    loss_fn, sign = make_loss(loss, targeted, confidence)
     kl = loss == "kl"
     x, y, eps_t, alpha_t = _prepare_inputs(x, y, eps, alpha, steps, norm, check, channels_last,
                                            y_required=not kl, loss=loss)
-    label = E.label_of(y)
+    label = label_of(y)
     if return_kappa and label is None:
         raise ValueError("return_kappa=True needs labels y")
-    amp = E.autocast_dtype(autocast)
+    amp = autocast_dtype(autocast)
     prepare = (lambda xn, _: torch.log_softmax(model(xn).float(), dim=1)) if kl else None
-    loop = E.Loop(model, loss_fn, steps=steps, norm=norm, sign=sign, amp=amp, prepare=prepare,
-                  start="normal" if kl else ("uniform" if random_start else None), count=return_kappa)
+    loop = Loop(model, loss_fn, steps=steps, norm=norm, sign=sign, amp=amp, prepare=prepare,
+                  start=("normal" if kl else "uniform") if random_start else None, count=return_kappa)
     key = _graph_key(model, cuda_graph, "pgd", norm, steps, loss if isinstance(loss, str) else id(loss),
                      random_start, targeted, float(confidence), str(bn_mode), amp, return_kappa)
-    with E.attack_mode(model, bn_mode):
+    with attack_mode(model, bn_mode):
         best = None
         for r in range(restarts):
-            x_adv, kappa = E.run(loop, x, eps_t, alpha_t, y, label if return_kappa else None,
+            x_adv, kappa = run(loop, x, eps_t, alpha_t, y, label if return_kappa else None,
                                  check=check and r == 0, graph_key=key, model=model)
             if restarts > 1:
                 best = _keep_better(best, x_adv, kappa, model, loop, x, y, label, sign, targeted, amp)
@@ -104,7 +110,7 @@ def pgd(model: nn.Module, x: Tensor, y, *, eps, alpha, steps: int, norm: str = "
 
 def _keep_better(best, x_adv, kappa, model, loop, x, y, label, sign, targeted, amp):
     """Per sample, keep the restart that succeeded, then the one with the higher loss."""
-    with torch.no_grad(), E._autocast(x.device, amp):
+    with torch.no_grad(), autocast_context(x.device, amp):
         out = model(x_adv)
     lv = loop.loss_fn(out, loop.target(x, y), False).float() * sign
     if label is None:
@@ -159,14 +165,14 @@ def feature_attack(model: nn.Module, x: Tensor, partner: Tensor | None = None, *
     alpha = eps if alpha is None else alpha
     x, _, eps_t, alpha_t = _prepare_inputs(x, None, eps, alpha, steps, "linf", check, channels_last,
                                            y_required=False)
-    partner = x.flip(0) if partner is None else E.check_images("partner", partner, check).detach()
-    E.V.same_shape("partner", partner, "x", x)
-    amp = E.autocast_dtype(autocast)
-    loop = E.Loop(features, E._feature(distance), steps=steps, sign=-1.0, amp=amp,
+    partner = x.flip(0) if partner is None else check_images("partner", partner, check).detach()
+    validate.same_shape("partner", partner, "x", x)
+    amp = autocast_dtype(autocast)
+    loop = Loop(features, feature_loss(distance), steps=steps, sign=-1.0, amp=amp,
                   prepare=lambda xn, p: features(p), start="uniform" if random_start else None)
     key = _graph_key(model, cuda_graph, "feature", steps, distance, random_start, str(bn_mode), amp)
-    with E.attack_mode(model, bn_mode):
-        return E.run(loop, x, eps_t, alpha_t, partner, None, check=check, graph_key=key, model=model)[0]
+    with attack_mode(model, bn_mode):
+        return run(loop, x, eps_t, alpha_t, partner, None, check=check, graph_key=key, model=model)[0]
 
 
 def eot_pgd(model: nn.Module, x: Tensor, y, *, transform: Callable[[Tensor], Tensor], eot_iter: int,
@@ -186,20 +192,20 @@ def eot_pgd(model: nn.Module, x: Tensor, y, *, transform: Callable[[Tensor], Ten
             ``lam*x + (1-lam)*x_s`` with ``x_s`` drawn from a clean pool.
         eot_iter: N >= 1 draws per step.
     """
-    E.check_int("eot_iter", eot_iter, 1)
+    check_int("eot_iter", eot_iter, 1)
     if eot_batch is not None:
-        E.check_int("eot_batch", eot_batch, 1)
+        check_int("eot_batch", eot_batch, 1)
     if not callable(transform):
         raise ValueError(f"transform must be a callable x -> x', got {type(transform).__name__}")
-    loss_fn, sign = E.make_loss(loss, targeted)
+    loss_fn, sign = make_loss(loss, targeted)
     if loss == "kl":
         raise ValueError("eot_pgd supports the losses 'ce', 'cw', 'dlr' or a callable, not 'kl'")
     x, y, eps_t, alpha_t = _prepare_inputs(x, y, eps, alpha, steps, norm, check, channels_last, loss=loss)
-    amp = E.autocast_dtype(autocast)
-    loop = E.Loop(model, loss_fn, steps=steps, norm=norm, sign=sign, amp=amp,
+    amp = autocast_dtype(autocast)
+    loop = Loop(model, loss_fn, steps=steps, norm=norm, sign=sign, amp=amp,
                   start="uniform" if random_start else None, eot=eot_iter, eot_batch=eot_batch,
                   transform=transform)
     key = _graph_key(model, cuda_graph, "eot", id(transform), eot_iter, eot_batch, norm, steps,
                      loss if isinstance(loss, str) else id(loss), random_start, targeted, str(bn_mode), amp)
-    with E.attack_mode(model, bn_mode):
-        return E.run(loop, x, eps_t, alpha_t, y, None, check=check, graph_key=key, model=model)[0]
+    with attack_mode(model, bn_mode):
+        return run(loop, x, eps_t, alpha_t, y, None, check=check, graph_key=key, model=model)[0]

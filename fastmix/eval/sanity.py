@@ -39,7 +39,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .registry import parse_attack
+from ..attacks.specs import parse_attack
 from .suite import evaluate
 
 __all__ = ["Verdict", "SanityWarning", "SanityRunner", "check_eps_curve", "check_more_steps", "check_fgsm_vs_pgd",
@@ -104,7 +104,7 @@ class SanityRunner:
         return int(self.x.shape[0])
 
     def acc(self, name: str, eps: float, alpha: float | None = None) -> float:
-        """Accuracy under the named attack (see :mod:`fastmix.eval.registry`) at ``eps``."""
+        """Accuracy under the named attack (see :mod:`fastmix.attacks.specs`) at ``eps``."""
         key = (name, float(eps), alpha)
         if key not in self._memo:
             self._memo[key] = evaluate(self.model, self.x, self.y, [name], eps=eps, alpha=alpha,

@@ -28,7 +28,10 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .registry import EvalAttack, expand_attacks, parse_attack
+from .. import data as fdata
+from .. import dist
+from ..attacks.specs import EvalAttack, expand_attacks, parse_attack
+from ..checkpoint import load_model
 
 __all__ = ["evaluate", "evaluate_checkpoint", "accuracy", "SuiteResult", "select_subset", "load_heldout"]
 
@@ -193,7 +196,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str] | st
         y: ``(N,)`` int64 labels.
         attacks: names (a list or a comma-separated string; ``"all"`` expands to
             clean, fgsm, pgd20, cw20, apgd-ce, apgd-t, autoattack; see
-            :mod:`fastmix.eval.registry`), or a mapping ``{name: None | fn(model, x, y) -> x_adv}``.
+            :mod:`fastmix.attacks.specs`), or a mapping ``{name: None | fn(model, x, y) -> x_adv}``.
         eps: L-inf radius in [0, 1].  alpha: PGD/CW step (default eps/4).
         batch_size: images per batch (>= 1).  seed: the evaluation's seed.
         apgd_steps, square_queries: AutoAttack's budgets (standard: 100 and 5000).
@@ -234,7 +237,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str] | st
         model.train(was_training)
         if bar is not None:
             bar.close()
-    acc = {k: float(v.float().mean()) for k, v in correct.items()}
+    # exact fractions of the images (Python ints divided once), not float32 means such as
+    # 0.7599999904632568: what --json prints is what a reader would compute from the counts
+    acc = {k: int(v.sum()) / N if N else 0.0 for k, v in correct.items()}
     worst = torch.ones(N, dtype=torch.bool)
     for v in correct.values():
         worst &= v
@@ -243,7 +248,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str] | st
     aa = [v for v in named.values() if isinstance(v, EvalAttack) and v.kind == "autoattack"]
     if aa:
         meta["autoattack_components"] = list(aa[0].components)
-    return SuiteResult(acc, float(worst.float().mean()), N, float(eps), correct, seconds, meta)
+    return SuiteResult(acc, int(worst.sum()) / N if N else 0.0, N, float(eps), correct, seconds, meta)
 
 
 def accuracy(model: nn.Module, batches: Iterable, attacks: dict, *, seed: int = 0,
@@ -256,7 +261,6 @@ def accuracy(model: nn.Module, batches: Iterable, attacks: dict, *, seed: int = 
     are forked (the evaluation neither depends on nor disturbs the training stream); in a
     distributed run the counts are summed over ranks (each rank passes its shard).
     """
-    from ..train import dist  # lazy: fastmix.train imports this module
     counts = None
     dev = None
 
@@ -305,8 +309,6 @@ def load_heldout(checkpoint: str, *, data_dir: str | None = None, samples: int |
     checkpoint's configuration (``config``), the dataset name, the subset (``subset_seed``,
     ``indices`` of the held-out images, or None for all) and the split's size.
     """
-    from .. import data as fdata
-    from ..train.trainer import load_model
     model, st = load_model(checkpoint, device)
     cfg = st["config"]
     if splits is None:
@@ -332,12 +334,10 @@ def evaluate_checkpoint(path: str, attacks: Sequence[str] | str = ("clean", "fgs
     model, whose training eps is 0). ``meta`` of the result records the checkpoint, the
     dataset and the subset.
     """
-    from ..train.config import DATASET_DEFAULTS
     model, x, y, info = load_heldout(path, data_dir=data_dir, samples=samples, subset_seed=subset_seed,
                                      device=device, splits=splits)
     cfg = info["config"]
-    if eps is None:
-        eps = cfg["eps"] if cfg["eps"] > 0 else DATASET_DEFAULTS[cfg["dataset"]]["eps"]
+    eps = fdata.attack_eps(cfg["dataset"], eps, train_eps=cfg["eps"])
     res = evaluate(model, x, y, attacks, eps=eps, alpha=alpha, batch_size=batch_size, seed=seed,
                    apgd_steps=apgd_steps, square_queries=square_queries, progress=progress)
     res.meta.update(checkpoint=path, dataset=info["dataset"], method=cfg.get("method"), heldout=info["heldout"],

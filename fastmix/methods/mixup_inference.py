@@ -243,7 +243,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, pool_x: Tensor, pool_y: Ten
     """Accuracy of ``model`` with and without Mixup Inference (what ``fastmix eval --mi`` prints).
 
     For each attack name (``clean``, ``fgsm``, ``pgdK``, ``cwK``; see
-    :func:`fastmix.train.parse_attack`) the adversarial images are crafted on the plain
+    :func:`fastmix.attacks.parse_attack`) the adversarial images are crafted on the plain
     model (the *oblivious* threat model) and both the plain prediction (``name``) and MI's
     (``name+mi``) are scored. With ``eot_iter = N_A > 0`` every PGD/CW attack is also run
     *adaptively* against MI (``eot-name+mi``: EOT-PGD whose gradient sums ``N_A`` draws of
@@ -254,7 +254,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, pool_x: Tensor, pool_y: Ten
         x, y: ``(B, C, H, W)`` float images in [0, 1] and int64 labels; pool_x, pool_y: MI's
             clean pool (other held-out images). Returns ``{name: accuracy in [0, 1]}``.
     """
-    from ..eval.registry import parse_attack
+    from ..attacks.specs import parse_attack
     mi = MixupInference(model, pool_x, pool_y, mode=mode, lam=lam, n=n, threshold=threshold)
     alpha = eps / 4 if alpha is None else alpha
     was = model.training

@@ -32,6 +32,7 @@ from .reference import (
     soft_cross_entropy_ref,
     soft_target_ref,
 )
+from .target import SoftTarget, label_of  # noqa: F401  (the compact target, beside the ops)
 
 __all__ = [
     "pgd_step", "pgd_step_", "random_start", "mix", "soft_cross_entropy", "cw_margin",

@@ -4,13 +4,15 @@
 >>> cfg = TrainConfig.for_dataset("digits", method="at", epochs=10, out="runs/digits-at")
 >>> trainer = train(cfg)          # writes runs/digits-at/{metrics.jsonl,last.pt,best.pt}
 """
+from ..attacks.specs import parse_attack  # attacks by name live beside the attacks
+from ..checkpoint import load_model
+from ..data.defaults import DATASET_DEFAULTS
+from ..eval.suite import accuracy  # the evaluation suite lives in fastmix.eval
 from . import checkpoint, dist
 from .checkpoint import load as load_checkpoint
-from .config import AMP_MODES, COMPILE_MODES, DATASET_DEFAULTS, TrainConfig
-from ..eval.registry import parse_attack  # the evaluation suite lives in fastmix.eval
-from ..eval.suite import accuracy
+from .config import AMP_MODES, COMPILE_MODES, TrainConfig
 from .schedule import LRSchedule
-from .trainer import Trainer, build_model, load_model, train
+from .trainer import Trainer, build_model, train
 
 __all__ = ["TrainConfig", "Trainer", "train", "LRSchedule", "accuracy", "parse_attack", "load_checkpoint",
            "build_model", "load_model", "DATASET_DEFAULTS", "AMP_MODES", "COMPILE_MODES", "checkpoint", "dist"]

@@ -1,4 +1,8 @@
-"""Atomic checkpoints and every random-number state a run needs to resume exactly.
+"""Writing checkpoints atomically, and every random-number state a run needs to resume exactly.
+
+Reading one (and rebuilding its model) is :mod:`fastmix.checkpoint`, beside the models, so
+that evaluation can load a checkpoint without importing the trainer; :func:`load` and
+:data:`FORMAT` are re-exported here.
 
 A checkpoint is written to a temporary file in the target directory, flushed to disk and
 moved into place with ``os.replace``, so a run killed mid-write leaves the previous
@@ -14,7 +18,7 @@ import tempfile
 import numpy as np
 import torch
 
-FORMAT = "fastmix-checkpoint/1"
+from ..checkpoint import FORMAT, read as load  # noqa: F401  (re-exported)
 
 
 def rng_state() -> dict:
@@ -70,13 +74,3 @@ def write_text_atomic(text: str, path: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def load(path: str, map_location="cpu") -> dict:
-    """Load a fastmix checkpoint; FileNotFoundError/ValueError name the path."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} not found (train writes DIR/last.pt and DIR/best.pt)")
-    ck = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} checkpoint")
-    return ck

@@ -1,36 +1,17 @@
 """The run configuration: one dataclass, stored in every checkpoint, that rebuilds the run.
 
 ``TrainConfig.for_dataset(name, **overrides)`` fills in the dataset's defaults
-(:data:`DATASET_DEFAULTS`); anything passed explicitly wins.
+(:data:`fastmix.data.DATASET_DEFAULTS`); anything passed explicitly wins.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..data.defaults import DATASET_DEFAULTS  # noqa: F401  (re-exported: fastmix.train.DATASET_DEFAULTS)
+
 AMP_MODES = ("none", "bf16", "fp16")
 COMPILE_MODES = ("none", "model", "graphs")
-
-# Per-dataset defaults. eps is in [0, 1] pixel units. The training attack's step is
-# left to the method (alpha=None): eps/4 for PGD-based methods (2/255 at CIFAR's 8/255,
-# 1/255 at SVHN's 4/255), 1.25*eps for FastAT's single FGSM-RS step.
-# digits: 8x8 images with 17 grey levels; eps 0.2 (~3 grey levels) takes a standard-
-#   trained CNN to ~2% PGD-20 accuracy while PGD-AT keeps ~70% (README); a width-16 CNN.
-# mnist: the classic eps 0.3 (Madry et al. used 40 steps of 0.01; here 20 steps of eps/4).
-# cifar10/100: eps 8/255, 10 steps, GIF's 60-epoch piecewise schedule (lr 0.1, /10 at 30, 45).
-# svhn: GIF's eps 4/255 with the customary lr 0.01.
-DATASET_DEFAULTS = {
-    "digits": dict(model="cnn", model_opts={"width": 16}, epochs=30, batch_size=64, lr=0.05,
-                   weight_decay=5e-4, eps=0.2, steps=10, eval_samples=360),
-    "mnist": dict(model="cnn", epochs=20, batch_size=128, lr=0.05, weight_decay=5e-4, eps=0.3,
-                  steps=20, eval_samples=1000),
-    "cifar10": dict(model="resnet18", epochs=60, batch_size=128, lr=0.1, weight_decay=5e-4,
-                    eps=8 / 255, steps=10, eval_samples=1000),
-    "cifar100": dict(model="resnet18", epochs=60, batch_size=128, lr=0.1, weight_decay=5e-4,
-                     eps=8 / 255, steps=10, eval_samples=1000),
-    "svhn": dict(model="resnet18", epochs=60, batch_size=128, lr=0.01, weight_decay=5e-4,
-                 eps=4 / 255, steps=10, eval_samples=1000),
-}
 
 
 @dataclass

@@ -33,22 +33,15 @@ import torch
 from torch import nn
 
 from .. import data as fdata
+from .. import dist
 from .. import methods as fmethods
 from .. import models as fmodels
-from . import checkpoint as ckpt
-from . import dist
-from .config import DATASET_DEFAULTS, TrainConfig
+from ..attacks.specs import parse_attack
+from ..checkpoint import load_model, resolve_device  # noqa: F401  (load_model re-exported)
 from ..eval.suite import accuracy
-from ..eval.registry import parse_attack
+from . import checkpoint as ckpt
+from .config import TrainConfig
 from .schedule import LRSchedule
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if name == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(name)
 
 
 def seed_all(seed: int) -> None:
@@ -132,7 +125,7 @@ class Trainer:
             attack_options={"cuda_graph": True} if cfg.compile == "graphs" and self.device.type == "cuda" else {},
             fetch=self.loader.fetch))
         # Standard training with eps 0 is still judged at the dataset's usual radius.
-        self.eval_eps = cfg.eps if cfg.eps > 0 else DATASET_DEFAULTS[cfg.dataset]["eps"]
+        self.eval_eps = fdata.attack_eps(cfg.dataset, train_eps=cfg.eps)
         self.eval_attacks = {"clean_acc": None,
                              "pgd_acc": parse_attack(f"pgd{cfg.eval_steps}", self.eval_eps, cfg.eval_alpha)}
         self.epoch = 0
@@ -351,18 +344,6 @@ def _summary(row: dict) -> str:
     return (f"epoch {row['epoch']:3d}  lr {row['lr']:.4g}  loss {f(row['train_loss'])}  "
             f"clean {f(row['clean_acc'])}  pgd {f(row['pgd_acc'])}  "
             f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s" + ("  *best" if row["is_best"] else ""))
-
-
-def load_model(path: str, device: str = "auto") -> tuple[fmodels.MixableNet, dict]:
-    """The model a checkpoint holds, rebuilt from its ``model_args`` and weights, in eval
-    mode on ``device``; returns ``(model, checkpoint)`` (the checkpoint's ``config`` names
-    the dataset)."""
-    st = ckpt.load(path)
-    margs = dict(st["model_args"])
-    model = fmodels.build(margs.pop("name"), margs.pop("num_classes"), margs.pop("in_channels"),
-                          margs.pop("image_size"), **margs)
-    model.load_state_dict(st["model"])
-    return model.to(resolve_device(device)).eval(), st
 
 
 def train(cfg: TrainConfig, splits: fdata.Splits | None = None) -> Trainer:

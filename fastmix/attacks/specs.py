@@ -1,4 +1,7 @@
-"""Named evaluation attacks: ``parse_attack("pgd20", eps)`` -> ``attack(model, x, y) -> x_adv``.
+"""Attack specifications by name: ``parse_attack("pgd20", eps)`` -> ``attack(model, x, y) -> x_adv``.
+
+The names the evaluation suite, the trainer's held-out check, Mixup Inference and the CLI
+all accept; they live beside the attacks they name so that every layer above may use them.
 
 Every attack is an L-inf attack of radius ``eps`` in [0, 1] pixel units, run with the model in
 eval mode (BatchNorm on running statistics) and built on :mod:`fastmix.attacks`; none has a
@@ -32,6 +35,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+
+from .apgd import apgd
+from .autoattack import AutoAttack
+from .functional import fgsm, pgd
 
 __all__ = ["parse_attack", "EvalAttack", "ATTACK_NAMES", "expand_attacks", "ALL_ATTACKS", "has_torchattacks"]
 
@@ -105,26 +112,25 @@ class EvalAttack:
         return EvalAttack(name, name, self.eps, apgd_steps=self.apgd_steps, square_queries=self.square_queries)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        from .. import attacks
         k, eps = self.kind, self.eps
         if k == "noise":
             s = torch.randint(0, 2, x.shape, device=x.device).to(x.dtype).mul_(2).sub_(1)
             return (x + eps * s).clamp_(0.0, 1.0)
         if k == "fgsm":
-            return attacks.fgsm(model, x, y, eps=eps, bn_mode="eval", check=False)
+            return fgsm(model, x, y, eps=eps, bn_mode="eval", check=False)
         if k in ("pgd", "cw"):
-            return attacks.pgd(model, x, y, eps=eps, alpha=self.alpha, steps=self.steps, restarts=self.restarts,
+            return pgd(model, x, y, eps=eps, alpha=self.alpha, steps=self.steps, restarts=self.restarts,
                                loss="ce" if k == "pgd" else "cw", random_start=True, bn_mode="eval", check=False)
         if k in ("apgd-ce", "apgd-dlr"):
-            return attacks.apgd(model, x, y, eps=eps, steps=self.apgd_steps, loss=k[5:], bn_mode="eval", check=False)
+            return apgd(model, x, y, eps=eps, steps=self.apgd_steps, loss=k[5:], bn_mode="eval", check=False)
         if k == "apgd-t":
             n_t = min(9, _num_classes(model, x) - 1)
-            return attacks.apgd(model, x, y, eps=eps, steps=self.apgd_steps, loss="dlr", targeted=True,
+            return apgd(model, x, y, eps=eps, steps=self.apgd_steps, loss="dlr", targeted=True,
                                 n_target_classes=n_t, bn_mode="eval", check=False)
         # fab-t, square and the whole of autoattack: AutoAttack's sequence (one part or all)
         parts = (k,) if k in ("fab-t", "square") else self.components
         seed = int(torch.randint(0, 2 ** 31 - 1, (1,)).item())  # from the (seeded) global RNG
-        aa = attacks.AutoAttack(model, eps=eps, n_classes=_num_classes(model, x), seed=seed,
+        aa = AutoAttack(model, eps=eps, n_classes=_num_classes(model, x), seed=seed,
                                 steps=self.apgd_steps, attacks=parts, n_queries=self.square_queries)
         return aa(x, y)
 
