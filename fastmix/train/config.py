@@ -31,9 +31,15 @@ class TrainConfig:
     probe_size: the fixed held-out batch handed to the method after each epoch.
     amp: ``none``, ``bf16`` (autocast) or ``fp16`` (autocast + grad scaler).
     channels_last: channels-last model and batches.
-    compile: ``none``; ``model`` (torch.compile the model, for attacks and training);
+    fold_bn: fold each BatchNorm into the convolution before it while an eval-mode attack
+        runs (the training attacks of PGD-AT, TRADES, GAIRAT, AIT, IAT, GIF/AT-mixup on those
+        bases, and the held-out evaluation): the same function up to float32 rounding,
+        one conv instead of conv + BN per pair; see :mod:`fastmix.models.fold`. Attacks in
+        training-mode BN (FastAT, AVmixup) are unaffected. Not with ``compile="model"``.
+    compile: ``none``; ``model`` (torch.compile the model, for attacks and training; on the
+        CPU too, through Inductor's C++ backend);
         ``graphs`` (each attack's K-step loop captured in one CUDA graph and replayed,
-        the training forward compiled). GPU only; eager elsewhere, with a warning.
+        the training forward compiled), GPU only: eager elsewhere, with a warning.
     seed, deterministic: seeding and ``torch.use_deterministic_algorithms``.
     out, resume: the run directory and whether to continue from ``out/last.pt``.
     stop_after: stop cleanly after this epoch (as if killed right after its checkpoint).
@@ -66,6 +72,7 @@ class TrainConfig:
     probe_size: int = 256
     amp: str = "none"
     channels_last: bool = False
+    fold_bn: bool = False
     compile: str = "none"
     seed: int = 0
     deterministic: bool = False
@@ -106,6 +113,9 @@ class TrainConfig:
         need(self.eval_every >= 1, "eval_every", ">= 1")
         need(self.amp in AMP_MODES, "amp", f"one of {AMP_MODES}")
         need(self.compile in COMPILE_MODES, "compile", f"one of {COMPILE_MODES}")
+        need(isinstance(self.fold_bn, bool), "fold_bn", "a bool")
+        need(not (self.fold_bn and self.compile == "model"), "fold_bn",
+             "False with compile='model' (compiled code keeps the unfolded forward)")
         need(self.stop_after is None or self.stop_after >= 1, "stop_after", "None or >= 1")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
              "auto, cpu or cuda[:i]")
