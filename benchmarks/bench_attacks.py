@@ -131,9 +131,49 @@ def providers(model: nn.Module, device: str) -> dict:
     if device == "cuda":
         variants += [("fastmix-graph", model, None, False, True),
                      ("fastmix-bf16-cl-graph", cl_model, "bf16", True, True)]
-    for name, m, amp, cl, graph in variants:
-        atk = A.PGD(m, eps=EPS, alpha=ALPHA, steps=STEPS, autocast=amp, channels_last=cl, cuda_graph=graph)
+    variants += [("fastmix-fold", model, None, False, False, True),
+                 ("fastmix-bf16-cl-fold", cl_model, "bf16", True, False, True)]
+    if device == "cuda":
+        variants += [("fastmix-bf16-cl-graph-fold", cl_model, "bf16", True, True, True)]
+    for name, m, amp, cl, graph, *f in variants:
+        kw = {"fold_bn": True} if f else {}
+        atk = A.PGD(m, eps=EPS, alpha=ALPHA, steps=STEPS, autocast=amp, channels_last=cl, cuda_graph=graph, **kw)
         out[name] = (atk, amp or "fp32", cl, graph)
+    return out
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Running statistics and affine parameters away from a fresh BN's identity map (as a
+    trained model has), so that folding them changes the arithmetic measurably."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.25)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model
+
+
+def fold_differences(provs: dict, x, y) -> dict:
+    """Per folded provider: the largest |x_adv(folded) - x_adv(unfolded)| and the share of
+    pixels that differ, same seed, against the unfolded provider of the same settings."""
+    out = {}
+    for name, (atk, *_rest) in provs.items():
+        if not name.endswith("-fold"):
+            continue
+        base = name[:-len("-fold")]
+        if base not in provs:
+            continue
+        torch.manual_seed(123)
+        a = provs[base][0](x, y)
+        torch.manual_seed(123)
+        b = atk(x, y)
+        d = (a.float() - b.float()).abs()
+        out[name] = {"max_abs_diff": float(d.max()), "share_differing": float((d > 0).float().mean()),
+                     "vs": base}
     return out
 
 
@@ -145,7 +185,7 @@ def _sync(device):
 def measure(model_name: str, batch: int, device: str, rounds: int, only=None) -> list[dict]:
     torch.manual_seed(0)
     model, shape, origin = build_model(model_name)
-    model = model.to(device)
+    model = randomise_bn(model).to(device)
     x = torch.rand(batch, *shape, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     provs = providers(model, device)
@@ -163,6 +203,7 @@ def measure(model_name: str, batch: int, device: str, rounds: int, only=None) ->
             _sync(device)
             times[name].append(time.perf_counter() - t0)
     base = times.get("torchattacks")
+    diffs = fold_differences(provs, x, y)
     rows = []
     for name, (atk, precision, cl, graph) in provs.items():
         med, best = statistics.median(times[name]), min(times[name])
@@ -171,7 +212,8 @@ def measure(model_name: str, batch: int, device: str, rounds: int, only=None) ->
                          median_s=med, best_s=best, times_s=times[name],
                          images_per_s=batch / med, images_per_s_best=batch / best,
                          ratio_vs_torchattacks=statistics.median(base) / med if base else None,
-                         ratio_best_vs_torchattacks=min(base) / best if base else None))
+                         ratio_best_vs_torchattacks=min(base) / best if base else None,
+                         fold=diffs.get(name)))
     return rows
 
 
@@ -197,6 +239,10 @@ def markdown(env: dict, rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: f"{v:.2f}x" if v else "-"  # noqa: E731
     for r in rows:
+        if r.get("fold"):
+            f = r["fold"]
+            r = dict(r, provider=f"{r['provider']} (max diff vs {f['vs']} {f['max_abs_diff']:.3g}, "
+                                 f"{100 * f['share_differing']:.2f}% of pixels)")
         lines.append(f"| {r['model']} | {r['batch']} | {r['provider']} | {r['precision']} | "
                      f"{'yes' if r['channels_last'] else 'no'} | {'yes' if r['cuda_graph'] else 'no'} | "
                      f"{r['images_per_s']:.2f} | {fmt(r['ratio_vs_torchattacks'])} | "

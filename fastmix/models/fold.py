@@ -74,21 +74,35 @@ def _trace_pairs(module: nn.Module) -> list[tuple[str, str]]:
 
 
 def foldable_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
-    """The ``(conv, bn)`` module pairs :func:`fold_bn` folds in ``model`` (cached per model object)."""
+    """The ``(conv, bn)`` module pairs :func:`fold_bn` folds in ``model`` (cached per model
+    object; a submodule already seen reuses its pairs, so a thin wrapper made per call,
+    such as a normalisation layer around the model, costs no new trace)."""
     pairs = _PAIRS.get(model)
-    if pairs is not None:
-        return pairs
-    seen, pairs = set(), []
-    for module in model.modules():
-        if not list(module.children()):
-            continue
-        for cname, bname in _trace_pairs(module):
-            conv, bn = module.get_submodule(cname), module.get_submodule(bname)
-            if _is_pair(conv, bn) and id(bn) not in seen and id(conv) not in seen:
-                seen.update((id(bn), id(conv)))
-                pairs.append((conv, bn))
-    _PAIRS[model] = pairs
+    if pairs is None:
+        pairs = []
+        _collect(model, pairs, set(), root=True)
+        _PAIRS[model] = pairs
     return pairs
+
+
+def _collect(module: nn.Module, pairs: list, seen: set, root: bool = False) -> None:
+    cached = None if root else _PAIRS.get(module)
+    if cached is not None:
+        for conv, bn in cached:
+            if id(conv) not in seen and id(bn) not in seen:
+                seen.update((id(conv), id(bn)))
+                pairs.append((conv, bn))
+        return
+    children = list(module.children())
+    if not children:
+        return
+    for cname, bname in _trace_pairs(module):
+        conv, bn = module.get_submodule(cname), module.get_submodule(bname)
+        if _is_pair(conv, bn) and id(bn) not in seen and id(conv) not in seen:
+            seen.update((id(bn), id(conv)))
+            pairs.append((conv, bn))
+    for child in children:
+        _collect(child, pairs, seen)
 
 
 class FoldedPair:
