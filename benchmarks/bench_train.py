@@ -55,7 +55,7 @@ def synthetic_splits(c: int, s: int, n: int, crop: int = 0) -> Splits:
     imgs = torch.randint(0, 256, (n, c, s, s), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, 10, (n,), generator=g)
     ds = ImageSet(imgs, labels)
-    return Splits("synthetic", ds, ds.subset(torch.arange(256)), 10, crop, crop > 0, [0.5] * c, [0.25] * c)
+    return Splits("synthetic", ds, ds.subset(torch.arange(min(256, n))), 10, crop, crop > 0, [0.5] * c, [0.25] * c)
 
 
 def make_trainer(workload: str, method: str, tmp: str, **opts) -> Trainer:
@@ -101,6 +101,9 @@ VARIANTS = {
     "fastmix-bf16": {"amp": "bf16"},
     "fastmix-cl": {"channels_last": True},
     "fastmix-bf16-cl": {"amp": "bf16", "channels_last": True},
+    "fastmix-fold": {"fold_bn": True},
+    "fastmix-bf16-cl-fold": {"amp": "bf16", "channels_last": True, "fold_bn": True},
+    "fastmix-compile": {"compile": "model"},
 }
 
 
@@ -115,7 +118,12 @@ def step_fn(workload: str, method: str, provider: str, tmp: str):
             raise ValueError(f"no naive loop for method {method!r}")
         t = make_trainer(workload, method, tmp)
     elif provider in VARIANTS:
-        t = make_trainer(workload, method, tmp, **VARIANTS[provider])
+        opts = {k: v for k, v in VARIANTS[provider].items() if not k.startswith("_")}
+        t = make_trainer(workload, method, tmp, **opts)
+        if VARIANTS[provider].get("_attack_graphs") and DEVICE == "cuda":
+            # the attacks' K-step loops as CUDA graphs without compiling the training forward
+            # (what compile="graphs" adds), whose compile time would not fit a short GPU run
+            t.method.ctx.attack_options["cuda_graph"] = True
     else:
         raise ValueError(f"provider must be 'naive' or one of {', '.join(VARIANTS)}, got {provider!r}")
     x, y, idx = next(iter(t.loader))
