@@ -97,12 +97,12 @@ def _sync():
 
 # Fast paths: name -> TrainConfig overrides. Each runs beside fp32 eager and the naive loop.
 VARIANTS = {
-    "fastmix": {},
+    "fastmix": {},  # the defaults: fp32 eager, BatchNorm folded in eval-mode attacks (fold_bn=None)
+    "fastmix-nofold": {"fold_bn": False},
     "fastmix-bf16": {"amp": "bf16"},
     "fastmix-cl": {"channels_last": True},
-    "fastmix-bf16-cl": {"amp": "bf16", "channels_last": True},
-    "fastmix-fold": {"fold_bn": True},
-    "fastmix-bf16-cl-fold": {"amp": "bf16", "channels_last": True, "fold_bn": True},
+    "fastmix-bf16-cl": {"amp": "bf16", "channels_last": True},  # (folded too, by default)
+    "fastmix-bf16-cl-nofold": {"amp": "bf16", "channels_last": True, "fold_bn": False},
     "fastmix-compile": {"compile": "model"},
 }
 

@@ -141,6 +141,9 @@ def test_trainer_fold_bn_option(tmp_path):
         TrainConfig(fold_bn=True, compile="model")
     with pytest.raises(ValueError, match="fold_bn"):
         TrainConfig(fold_bn="yes")
+    # the default folds, except where the attacks run compiled code
+    assert TrainConfig().folds_bn and not TrainConfig(compile="model").folds_bn
+    assert not TrainConfig(fold_bn=False).folds_bn
     digits = data.load("digits")
     cfg = TrainConfig(method="at", epochs=1, batch_size=64, eps=0.2, steps=3, eval_samples=64, eval_steps=3,
                       progress=False, out=str(tmp_path), device="cpu", fold_bn=True,

@@ -35,7 +35,9 @@ class TrainConfig:
         runs (the training attacks of PGD-AT, TRADES, GAIRAT, AIT, IAT, GIF/AT-mixup on those
         bases, and the held-out evaluation): the same function up to float32 rounding,
         one conv instead of conv + BN per pair; see :mod:`fastmix.models.fold`. Attacks in
-        training-mode BN (FastAT, AVmixup) are unaffected. Not with ``compile="model"``.
+        training-mode BN (FastAT, AVmixup) are unaffected. ``None`` (default): on unless
+        ``compile="model"`` (compiled code keeps the unfolded forward); True with
+        ``compile="model"`` is an error.
     compile: ``none``; ``model`` (torch.compile the model, for attacks and training; on the
         CPU too, through Inductor's C++ backend);
         ``graphs`` (each attack's K-step loop captured in one CUDA graph and replayed,
@@ -72,7 +74,7 @@ class TrainConfig:
     probe_size: int = 256
     amp: str = "none"
     channels_last: bool = False
-    fold_bn: bool = False
+    fold_bn: bool | None = None
     compile: str = "none"
     seed: int = 0
     deterministic: bool = False
@@ -113,12 +115,17 @@ class TrainConfig:
         need(self.eval_every >= 1, "eval_every", ">= 1")
         need(self.amp in AMP_MODES, "amp", f"one of {AMP_MODES}")
         need(self.compile in COMPILE_MODES, "compile", f"one of {COMPILE_MODES}")
-        need(isinstance(self.fold_bn, bool), "fold_bn", "a bool")
-        need(not (self.fold_bn and self.compile == "model"), "fold_bn",
-             "False with compile='model' (compiled code keeps the unfolded forward)")
+        need(self.fold_bn is None or isinstance(self.fold_bn, bool), "fold_bn", "None, True or False")
+        need(not (self.fold_bn is True and self.compile == "model"), "fold_bn",
+             "None or False with compile='model' (compiled code keeps the unfolded forward)")
         need(self.stop_after is None or self.stop_after >= 1, "stop_after", "None or >= 1")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
              "auto, cpu or cuda[:i]")
+
+    @property
+    def folds_bn(self) -> bool:
+        """Whether eval-mode attacks run with BatchNorm folded (``fold_bn`` resolved)."""
+        return self.compile != "model" if self.fold_bn is None else self.fold_bn
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

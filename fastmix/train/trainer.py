@@ -169,7 +169,7 @@ class Trainer:
         opts = {}
         if self.cfg.compile == "graphs" and self.device.type == "cuda":
             opts["cuda_graph"] = True
-        if self.cfg.fold_bn:
+        if self.cfg.folds_bn:
             opts["fold_bn"] = True
         return opts
 
@@ -308,7 +308,7 @@ class Trainer:
         """Clean and PGD accuracy on the held-out subset (``cfg.eval_samples`` images)."""
         t0 = time.perf_counter()
         res = accuracy(self.attack_model, self.eval_loader, self.eval_attacks, seed=self.cfg.seed + 12345,
-                       autocast=self._autocast if self.cfg.amp != "none" else None, fold_bn=self.cfg.fold_bn)
+                       autocast=self._autocast if self.cfg.amp != "none" else None, fold_bn=self.cfg.folds_bn)
         res["eval_seconds"] = time.perf_counter() - t0
         return res
 
