@@ -5,8 +5,11 @@
 import, and a missing backend falls back to the torch reference with one warning.
 ``python -m fastmix.info`` prints every backend's status.
 
-Layers (see DESIGN.md): ``fastmix.ops`` (fused primitives), ``fastmix.attacks``,
-``fastmix.methods``, ``fastmix.train`` / ``fastmix.eval`` / ``fastmix.cli``.
+Layers (DESIGN.md; the map is docs/LAYERS.md, enforced by ``scripts/lint_imports.sh``):
+``fastmix.ops`` (fused primitives, ``SoftTarget``) < ``fastmix.attacks`` < ``fastmix.methods``
+< ``fastmix.eval`` < ``fastmix.train`` < ``fastmix.cli``; beside them ``fastmix.data``,
+``fastmix.models``, ``fastmix.checkpoint`` (load a model from a checkpoint) and
+``fastmix.dist``.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ _LAZY = {
 def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in ("attacks", "models", "data", "methods", "train", "eval", "kernels", "info"):
+    if name in ("attacks", "models", "data", "methods", "train", "eval", "kernels", "info", "checkpoint", "dist"):
         return importlib.import_module(f"fastmix.{name}")
     raise AttributeError(f"module 'fastmix' has no attribute {name!r}")
 

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -188,19 +187,13 @@ def cmd_eval(a) -> int:
 
 
 def _sanity(a, eps: float, progress: bool) -> list:
-    """The sanity checks of ``fastmix eval --sanity`` on the same images; each failure is
-    printed to stderr as a warning naming the likely cause."""
-    import warnings as _w
-
-    from .checkpoint import load_model
-    from .eval import format_verdicts, load_heldout, run_sanity
-    model, x, y, _ = load_heldout(a.checkpoint, data_dir=a.data_dir, samples=a.sanity_samples or a.samples,
-                                  subset_seed=a.subset_seed, device=a.device)
-    surrogate = load_model(a.surrogate, a.device)[0] if a.surrogate else None
-    with _w.catch_warnings():
-        _w.simplefilter("ignore")  # printed below, once per check
-        verdicts = run_sanity(model, x, y, eps=eps, surrogate=surrogate, batch_size=a.batch_size, seed=a.seed,
-                              progress=progress, large_eps=a.large_eps)
+    """``fastmix eval --sanity``: :func:`fastmix.eval.sanity_checkpoint` on the same images;
+    each failure is printed to stderr as a warning naming the likely cause."""
+    from .eval import format_verdicts, sanity_checkpoint
+    verdicts = sanity_checkpoint(a.checkpoint, eps=eps, surrogate=a.surrogate, samples=a.sanity_samples or a.samples,
+                                 subset_seed=a.subset_seed, data_dir=a.data_dir, device=a.device,
+                                 batch_size=a.batch_size, seed=a.seed, progress=progress, large_eps=a.large_eps,
+                                 warn=False)  # printed below, once per check
     for v in verdicts:
         if v.passed is False:
             print(f"WARNING: sanity check {v.name} failed: {v.message}\n  likely cause: {v.cause}",
@@ -213,7 +206,7 @@ def _sanity(a, eps: float, progress: bool) -> list:
 
 def cmd_eval_mi(a, attacks: list[str]) -> int:
     """``fastmix eval --mi MODE``: plain vs Mixup-Inference accuracy under oblivious attacks
-    (and adaptive EOT attacks with ``--mi-eot N_A``); :func:`fastmix.eval.evaluate_checkpoint_mi`."""
+    (and, with ``--mi-eot N_A``, the paper's adaptive attack and EOT-PGD); :func:`fastmix.eval.evaluate_checkpoint_mi`."""
     from .eval import evaluate_checkpoint_mi
     out = evaluate_checkpoint_mi(a.checkpoint, attacks, mode=a.mi, eps=a.eps, alpha=a.alpha, lam=a.mi_lam,
                                  n=a.mi_n, threshold=a.mi_threshold, eot_iter=a.mi_eot, samples=a.samples,
@@ -313,35 +306,16 @@ def _mi_curves(a) -> dict:
 
 
 def cmd_demo(a) -> int:
-    """Standard training vs PGD-AT on digits, then clean/FGSM/PGD-20/CW-20 accuracy of both."""
-    from .eval import evaluate_checkpoint
-    from .train import TrainConfig, train
+    """Standard training vs PGD-AT on digits, then clean/FGSM/PGD-20/CW-20 accuracy of both
+    (:func:`fastmix.train.demo.run_demo`)."""
+    from .train.demo import demo_table, run_demo
     _threads(a.threads)
-    t0 = time.perf_counter()
-    attacks = ["clean", "fgsm", "pgd20", "cw20"]
-    rows = {}
-    for method in a.methods.split(","):
-        cfg = TrainConfig.for_dataset("digits", method=method, epochs=a.epochs)
-        cfg = TrainConfig.for_dataset("digits", method=method, epochs=cfg.epochs, eval_every=cfg.epochs,
-                                      out=os.path.join(a.out, method), progress=not a.quiet, seed=a.seed)
-        print(f"== training {method} on digits: {cfg.model} {cfg.model_opts}, {cfg.epochs} epochs, "
-              f"eps {cfg.eps}, attack steps {cfg.steps}", flush=True)
-        t = train(cfg)
-        rows[method] = dict(evaluate_checkpoint(os.path.join(cfg.out, "last.pt"), attacks, splits=t.splits,
-                                                seed=a.seed).accuracy)
-        rows[method]["train_s"] = sum(h["seconds"] for h in t.history)
-    wall = time.perf_counter() - t0
-    eps = TrainConfig.for_dataset("digits").eps
-    print(f"\ndigits held-out set (360 images), L-inf eps = {eps} (pixel units), last epoch:\n")
-    head = f"| method   | {' | '.join(f'{k:>6s}' for k in attacks)} | train s |"
-    print(head)
-    print("|" + "|".join("-" * (len(c) + 0) for c in head.split("|")[1:-1]) + "|")
-    for m, r in rows.items():
-        cells = " | ".join(f"{100 * r[k]:5.1f}%" for k in attacks)
-        print(f"| {m:8s} | {cells} | {r['train_s']:7.1f} |")
-    print(f"\nwall time {wall:.1f} s; runs in {a.out}/<method>/ (metrics.jsonl, last.pt, best.pt)")
+    res = run_demo(a.methods.split(","), epochs=a.epochs, out=a.out, seed=a.seed, progress=not a.quiet, log=_log)
+    print(f"\ndigits held-out set (360 images), L-inf eps = {res['eps']} (pixel units), last epoch:\n")
+    print(demo_table(res))
+    print(f"\nwall time {res['wall_s']:.1f} s; runs in {a.out}/<method>/ (metrics.jsonl, last.pt, best.pt)")
     if a.json:
-        print(json.dumps({"wall_s": wall, "eps": eps, "results": rows}))
+        print(json.dumps({"wall_s": res["wall_s"], "eps": res["eps"], "results": res["results"]}))
     return 0
 
 
@@ -398,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mi-pool", type=int, help="the last N held-out images form MI's pool (default half)")
     e.add_argument("--mi-threshold", type=float, default=0.2, help="MI-Combined's detection threshold")
     e.add_argument("--mi-eot", type=int, default=0, metavar="N_A",
-                   help="also run each PGD/CW attack adaptively against MI (EOT over N_A draws per step)")
+                   help="also run each PGD/CW attack adaptively against MI: the paper's attack (adaptive-*: N_A "
+                        "fixed mixing samples, mean perturbation) and EOT-PGD (eot-*: N_A fresh draws per step)")
     d = sub.add_parser("demo", help="standard vs PGD-AT on digits, clean-versus-robust table (~2 min on 2 cores)")
     d.add_argument("--epochs", type=int, default=None, help="default: the digits default (30)")
     d.add_argument("--methods", default="standard,at", help="comma-separated methods to compare")

@@ -120,11 +120,20 @@ def test_gairat_is_plain_at_during_burn_in_then_reweights_by_kappa():
     assert "gairat_w_var" in out.stats and "gairat_kappa" in out.stats
 
 
-def test_gairat_default_burn_in_is_half_the_run():
-    m, *_ = _setup("gairat", epochs=10)
-    m.start_epoch(5)
+def test_gairat_default_schedule_starts_at_the_official_begin_epoch():
+    # Issue 13 item 9. The official loop reweights when (epoch + 1) >= begin_epoch with a
+    # 0-based epoch and begin_epoch = 60 of 120: re-implemented here over 1-based epochs.
+    def official(epoch1, epochs):
+        return (epoch1 - 1) + 1 >= epochs // 2
+    for epochs in (10, 120, 7, 2):
+        m, *_ = _setup("gairat", epochs=epochs)
+        for e in range(1, epochs + 1):
+            m.start_epoch(e)
+            assert m.reweighting == official(e, epochs), (epochs, e)
+    m, *_ = _setup("gairat", epochs=120)
+    m.start_epoch(59)
     assert not m.reweighting
-    m.start_epoch(6)
+    m.start_epoch(60)
     assert m.reweighting
 
 

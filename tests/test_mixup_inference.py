@@ -133,6 +133,85 @@ def test_eot_transform_layout_and_attack():
     assert x_adv.shape == x.shape and (x_adv - x).abs().max() <= 0.1 + 1e-6
 
 
+class _BNNet(nn.Module):
+    """A small conv net with BatchNorm for the mode and attack tests."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(64, K)
+        self.num_classes = K
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+def _ref_pgd(model, u, y, eps, alpha, steps):
+    """Plain L-inf PGD from ``u`` (no random start), written out: ascend CE, sign step,
+    project onto the eps-ball around ``u`` and the image range."""
+    x = u.clone()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)
+        x = torch.min(torch.max(x.detach() + alpha * g.sign(), u - eps), u + eps).clamp(0, 1)
+    return x
+
+
+@pytest.mark.parametrize("mode", ["ol", "pl"])
+def test_adaptive_attack_is_the_mean_of_n_a_independent_pgd_perturbations(mode):
+    """Issue 13 item 3 (MI paper section 4.4, appendix B.2, official OL_adaptive script):
+    draw the N_A mixing samples once (as MI draws them, from the clean prediction), run
+    N_A separate PGD attacks from lam x + (1 - lam) x_s,k, add the mean perturbation.
+    Re-implemented attack by attack from the same seed."""
+    px, py = _pool(per_class=4)
+    model = _BNNet().eval()
+    mi = MixupInference(model, px, py, mode=mode, lam=0.6)
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([0, 1, 2, 3, 4])
+    na, eps, alpha, steps = 4, 0.1, 0.03, 3
+    torch.manual_seed(11)
+    got = mi.adaptive_attack(x, y, eps=eps, alpha=alpha, steps=steps, n_adaptive=na, random_start=False)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    j = mi.sample_pool(mi.sample_classes(pred, na, mode))            # (B, N_A), drawn once
+    deltas = []
+    for k in range(na):                                              # N_A independent attacks
+        u = 0.6 * x + 0.4 * mi.pool[j[:, k]]
+        deltas.append(_ref_pgd(model, u, y, eps, alpha, steps) - u)
+    want = (x + torch.stack(deltas).mean(0)).clamp(0, 1)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert (got - x).abs().max() <= eps + 1e-6 and (got - x).abs().max() > eps / 4
+    # it is not EOT-PGD: the same seed through eot_attack gives another image
+    torch.manual_seed(11)
+    eot = mi.eot_attack(x, y, eps=eps, alpha=alpha, steps=steps, eot_iter=na, random_start=False)
+    assert not torch.allclose(eot, got)
+
+
+def test_mi_restores_every_modules_mode():
+    """Issue 13 item 10: a BatchNorm layer frozen (eval) inside a training model stays
+    frozen after MI's prediction, detection, attacks and evaluate()."""
+    from fastmix.methods.mixup_inference import evaluate
+    px, py = _pool(per_class=4)
+    model = _BNNet()
+    model.train()
+    model.bn.eval()
+    modes = [m.training for m in model.modules()]
+    x = torch.rand(3, 1, 4, 4)
+    for mode in ("ol", "pl", "combined"):
+        mi = MixupInference(model, px, py, mode=mode, n=3)
+        mi(x)
+        mi.detect(x)
+        mi.predict_loop(x)
+        mi.adaptive_attack(x, torch.tensor([0, 1, 2]), eps=0.1, alpha=0.05, steps=1, n_adaptive=2)
+        assert [m.training for m in model.modules()] == modes, mode
+    evaluate(model, x, torch.tensor([0, 1, 2]), px, py, attacks=("clean", "pgd1"), eps=0.1, n=2, eot_iter=1)
+    assert [m.training for m in model.modules()] == modes
+    assert model.training and not model.bn.training
+
+
 def test_argument_errors():
     px, py = _pool()
     with pytest.raises(ValueError, match="mode"):
@@ -160,5 +239,5 @@ def test_cli_eval_mi(tmp_path, capsys):
                    "--mi", "ol", "--mi-n", "4", "--mi-eot", "2", "--samples", "40", "--json"])
     assert rc == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(res) == {"clean", "clean+mi", "pgd2", "pgd2+mi", "eot-pgd2+mi"}
+    assert set(res) == {"clean", "clean+mi", "pgd2", "pgd2+mi", "eot-pgd2+mi", "adaptive-pgd2+mi"}
     assert all(0 <= v <= 1 for v in res.values())

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .. import ops
 from ..ops import _validate as validate
 from ..ops.target import SoftTarget
-from .checks import check_eps, check_images, check_int, check_labels
+from .checks import check_eps, check_images, check_int, check_labels, check_norm
 from .loop import input_grad
 from .losses import make_loss
 from .modes import attack_mode, autocast_context, autocast_dtype
@@ -122,7 +122,7 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps, steps: int = 100, norm:
     check_int("restarts", restarts, 1)
     check_int("eot_iter", eot_iter, 1)
     check_int("n_target_classes", n_target_classes, 1)
-    validate.norm_code(norm)
+    check_norm(norm)
     norm = "linf" if norm in ("linf", "Linf", "inf") else "l2"
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho <= 1:
         raise ValueError(f"rho must be a number in (0, 1], got {rho!r}")
@@ -130,7 +130,7 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps, steps: int = 100, norm:
     if loss not in ("ce", "dlr"):
         raise ValueError(f"loss must be 'ce' or 'dlr', got {loss!r}")
     base, sign = make_loss(loss, targeted)
-    loss_fn = base if sign > 0 else (lambda out, t, c: -base(out, t, c))
+    loss_fn = base if sign > 0 else (lambda out, t: -base(out, t))
     eps_t = check_eps("eps", eps, x.shape[0], x.device, check)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -64,22 +64,23 @@ class AutoAttack(Attack):
     def _run_one(self, name, images, labels):
         fast = {k: v for k, v in self._fast.items() if k not in ("cuda_graph", "fold_bn")}
         eot = 20 if self.version == "rand" else 1
+        net = self._net(images.device)
         common = dict(eps=self.eps, steps=self.steps, norm=self._fm_norm, seed=self.seed, bn_mode=self._mode(),
                       eot_iter=eot, check=False, **fast)
         if name == "apgd-ce":
-            return apgd(self._net(), images, labels, loss="ce", **common)
+            return apgd(net, images, labels, loss="ce", **common)
         if name == "apgd-dlr":
-            return apgd(self._net(), images, labels, loss="dlr", **common)
+            return apgd(net, images, labels, loss="dlr", **common)
         if name == "apgd-t":
-            return apgd(self._net(), images, labels, loss="dlr", targeted=True,
+            return apgd(net, images, labels, loss="dlr", targeted=True,
                         n_target_classes=self.n_classes - 1, **common)
         ta = import_torchattacks()
         seed = 0 if self.seed is None else self.seed
         if name == "fab-t":
-            atk = ta.FAB(self._net(), norm=self.norm, eps=self.eps, steps=self.steps, n_restarts=1, seed=seed,
+            atk = ta.FAB(net, norm=self.norm, eps=self.eps, steps=self.steps, n_restarts=1, seed=seed,
                          multi_targeted=True, n_classes=self.n_classes)
         else:
-            atk = ta.Square(self._net(), norm=self.norm, eps=self.eps, n_queries=self.n_queries, n_restarts=1,
+            atk = ta.Square(net, norm=self.norm, eps=self.eps, n_queries=self.n_queries, n_restarts=1,
                             seed=seed)
         atk.set_model_training_mode(*self._mode())
         with attack_mode(self.model, self._mode()):  # no weight gradients; modes restored

@@ -8,7 +8,17 @@ from torch import Tensor
 from ..ops import _validate as validate
 from ..ops.target import SoftTarget
 
-__all__ = ["check_images", "check_labels", "check_int", "check_eps"]
+__all__ = ["NORMS", "check_norm", "check_images", "check_labels", "check_int", "check_eps"]
+
+#: the threat models, by name: the L-inf ball (sign steps) and the L2 ball (normalised steps)
+NORMS = ("linf", "l2")
+
+
+def check_norm(norm) -> str:
+    """``norm``: ``"linf"`` or ``"l2"`` (the names every attack takes)."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    return norm
 
 
 def check_images(name: str, x, check: bool) -> Tensor:

@@ -38,7 +38,8 @@ _RANGE_TOL = 1e-5  # de-normalised images may leave [0, 1] by rounding only
 
 class _Normalize(nn.Module):
     """``model((x - mean) / std)``: lets the attacks work in [0, 1] for a model that
-    expects normalised inputs."""
+    expects normalised inputs. One per attack (and device), reused across calls, so a
+    captured CUDA graph keyed by it is replayed, not re-captured."""
 
     def __init__(self, model: nn.Module, mean: Tensor, std: Tensor):
         super().__init__()
@@ -47,7 +48,7 @@ class _Normalize(nn.Module):
         self.register_buffer("std", std, persistent=False)
 
     def forward(self, x):
-        return self.model((x - self.mean.to(x.device)) / self.std.to(x.device))
+        return self.model((x - self.mean) / self.std)
 
 
 def check_number(name, v, lo=0.0):
@@ -59,8 +60,8 @@ def check_number(name, v, lo=0.0):
 class Attack:
     """Base class: torchattacks' ``Attack`` contract on fastmix's engine.
 
-    Subclasses implement ``forward(images, labels)`` on ``self._net()`` (the model, behind
-    the normalisation when one is set) with images in [0, 1].
+    Subclasses implement ``forward(images, labels)`` on ``self._net(images.device)`` (the
+    model, behind the normalisation when one is set) with images in [0, 1].
 
     Extra keyword arguments every subclass accepts (fastmix's fast paths):
         autocast: None, "bf16" or "fp16".  channels_last: bool.
@@ -87,6 +88,7 @@ class Attack:
         self._target_map_function = None
         self._kth_min = 1
         self.normalization_used = None
+        self._wrapper = None  # the cached _Normalize around self.model
         self._model_training = False
         self._batchnorm_training = False
         self._dropout_training = False
@@ -101,13 +103,14 @@ class Attack:
     def set_model(self, model: nn.Module):
         self.model = model
         self.model_name = type(model).__name__
+        self._wrapper = None
 
     def set_device(self, device):
         self.device = torch.device(device) if device is not None else None
 
     def get_logits(self, inputs: Tensor) -> Tensor:
         """Logits for images in [0, 1] (normalised first when a normalisation is set)."""
-        return self._net()(inputs)
+        return self._net(inputs.device)(inputs)
 
     def set_normalization_used(self, mean, std):
         mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
@@ -118,6 +121,7 @@ class Attack:
             raise ValueError(f"std must be > 0, got {std.tolist()}")
         n = mean.numel()
         self.normalization_used = {"mean": mean.reshape(1, n, 1, 1), "std": std.reshape(1, n, 1, 1)}
+        self._wrapper = None
 
     def normalize(self, inputs: Tensor) -> Tensor:
         m, s = (self.normalization_used[k].to(inputs.device) for k in ("mean", "std"))
@@ -202,10 +206,16 @@ class Attack:
         return masked.kthvalue(self._kth_min, dim=1).indices
 
     # -------------------------------------------------------------------------- call
-    def _net(self) -> nn.Module:
+    def _net(self, device=None) -> nn.Module:
+        """The module the attack runs: the model, or (with a normalisation set) one cached
+        wrapper that normalises first, its mean/std on ``device`` (default: the model's)."""
         if self.normalization_used is None:
             return self.model
-        net = _Normalize(self.model, self.normalization_used["mean"], self.normalization_used["std"])
+        device = torch.device(device) if device is not None else (self.device or torch.device("cpu"))
+        net = self._wrapper
+        if net is None or net.model is not self.model or net.mean.device != device:
+            net = self._wrapper = _Normalize(self.model, self.normalization_used["mean"].to(device),
+                                             self.normalization_used["std"].to(device))
         net.training = self.model.training  # the wrapper alone; .train() would recurse
         return net
 
@@ -268,7 +278,7 @@ class PGD(Attack):
         return {}
 
     def forward(self, images, labels):
-        return pgd(self._net(), images, labels, eps=self.eps, alpha=self.alpha, steps=self.steps,
+        return pgd(self._net(images.device), images, labels, eps=self.eps, alpha=self.alpha, steps=self.steps,
                    norm=self._norm, loss=self._loss, random_start=self.random_start, targeted=self.targeted,
                    bn_mode=self._mode(), check=True, **self._extra(), **self._fast)
 
@@ -340,7 +350,7 @@ class APGD(Attack):
 
     def _apgd(self, images, labels, **kw):
         fast = {k: v for k, v in self._fast.items() if k not in ("cuda_graph", "fold_bn")}
-        return apgd(self._net(), images, labels, eps=self.eps, steps=self.steps, norm=self._fm_norm,
+        return apgd(self._net(images.device), images, labels, eps=self.eps, steps=self.steps, norm=self._fm_norm,
                     restarts=self.n_restarts, rho=self.rho, seed=self.seed, eot_iter=self.eot_iter,
                     bn_mode=self._mode(), check=True, verbose=self.verbose, **fast, **kw)
 

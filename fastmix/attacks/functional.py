@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ..ops import _validate as validate
 from ..ops.target import SoftTarget, label_of
-from .checks import check_eps, check_images, check_int, check_labels
+from .checks import check_eps, check_images, check_int, check_labels, check_norm
 from .losses import feature_loss, make_loss
 from .loop import AttackResult, Loop, run
 from ..models.fold import fold_bn as _fold_bn
@@ -52,7 +52,7 @@ def _prepare_inputs(x, y, eps, alpha, steps, norm, check, channels_last, *, y_re
             raise ValueError("y (the labels) is required for this loss")
         y = check_labels("y", y, x, check)
     check_int("steps", steps, 1)
-    validate.norm_code(norm)
+    check_norm(norm)
     if isinstance(y, SoftTarget) and not (loss == "ce" or callable(loss)):
         raise ValueError(f"a SoftTarget y needs loss='ce' (or a callable), got loss={loss!r}")
     B = x.shape[0]
@@ -63,8 +63,14 @@ def _prepare_inputs(x, y, eps, alpha, steps, norm, check, channels_last, *, y_re
     return x, y, eps_t, alpha_t
 
 
-def _graph_key(model, cuda_graph, *settings):
-    return (id(model),) + settings if cuda_graph else None
+def _graph_key(cuda_graph, *settings):
+    """The settings a captured attack is keyed by (the cache keys the model itself), or None
+    for an eager attack. A callable is named by ``id`` here and matched by identity there."""
+    return settings if cuda_graph else None
+
+
+def _callables(*objs):
+    return tuple(o for o in objs if callable(o))
 
 
 def pgd(model: nn.Module, x: Tensor, y, *, eps, alpha, steps: int, norm: str = "linf",
@@ -88,6 +94,9 @@ def pgd(model: nn.Module, x: Tensor, y, *, eps, alpha, steps: int, norm: str = "
         return_kappa: also return GAIRAT's kappa (needs hard labels or a SoftTarget).
     """
     check_int("restarts", restarts, 1)
+    if loss == "dlr" and targeted:  # targeted DLR compares the label with a target: (B, 2) pairs
+        raise ValueError("loss='dlr' with targeted=True needs the true label and the target per sample; "
+                         "use fastmix.attacks.apgd(..., loss='dlr', targeted=True) (APGD-T)")
     loss_fn, sign = make_loss(loss, targeted, confidence)
     kl = loss == "kl"
     x, y, eps_t, alpha_t = _prepare_inputs(x, y, eps, alpha, steps, norm, check, channels_last,
@@ -99,13 +108,13 @@ def pgd(model: nn.Module, x: Tensor, y, *, eps, alpha, steps: int, norm: str = "
     prepare = (lambda xn, _: torch.log_softmax(model(xn).float(), dim=1)) if kl else None
     loop = Loop(model, loss_fn, steps=steps, norm=norm, sign=sign, amp=amp, prepare=prepare,
                   start=("normal" if kl else "uniform") if random_start else None, count=return_kappa)
-    key = _graph_key(model, cuda_graph, bool(fold_bn), "pgd", norm, steps, loss if isinstance(loss, str) else id(loss),
+    key = _graph_key(cuda_graph, bool(fold_bn), "pgd", norm, steps, loss if isinstance(loss, str) else id(loss),
                      random_start, targeted, float(confidence), str(bn_mode), amp, return_kappa)
     with attack_mode(model, bn_mode), _fold_bn(model, bool(fold_bn)):
         best = None
         for r in range(restarts):
             x_adv, kappa = run(loop, x, eps_t, alpha_t, y, label if return_kappa else None,
-                                 check=check and r == 0, graph_key=key, model=model)
+                               check=check and r == 0, graph_key=key, model=model, callables=_callables(loss))
             if restarts > 1:
                 best = _keep_better(best, x_adv, kappa, model, loop, x, y, label, sign, targeted, amp)
         if best is not None:
@@ -117,7 +126,7 @@ def _keep_better(best, x_adv, kappa, model, loop, x, y, label, sign, targeted, a
     """Per sample, keep the restart that succeeded, then the one with the higher loss."""
     with torch.no_grad(), autocast_context(x.device, amp):
         out = model(x_adv)
-    lv = loop.loss_fn(out, loop.target(x, y), False).float() * sign
+    lv = loop.loss_fn(out, loop.target(x, y)).float() * sign
     if label is None:
         ok = torch.zeros_like(lv, dtype=torch.bool)
     else:
@@ -175,7 +184,7 @@ def feature_attack(model: nn.Module, x: Tensor, partner: Tensor | None = None, *
     amp = autocast_dtype(autocast)
     loop = Loop(features, feature_loss(distance), steps=steps, sign=-1.0, amp=amp,
                   prepare=lambda xn, p: features(p), start="uniform" if random_start else None)
-    key = _graph_key(model, cuda_graph, bool(fold_bn), "feature", steps, distance, random_start, str(bn_mode), amp)
+    key = _graph_key(cuda_graph, bool(fold_bn), "feature", steps, distance, random_start, str(bn_mode), amp)
     with attack_mode(model, bn_mode), _fold_bn(model, bool(fold_bn)):
         return run(loop, x, eps_t, alpha_t, partner, None, check=check, graph_key=key, model=model)[0]
 
@@ -211,7 +220,8 @@ def eot_pgd(model: nn.Module, x: Tensor, y, *, transform: Callable[[Tensor], Ten
     loop = Loop(model, loss_fn, steps=steps, norm=norm, sign=sign, amp=amp,
                   start="uniform" if random_start else None, eot=eot_iter, eot_batch=eot_batch,
                   transform=transform)
-    key = _graph_key(model, cuda_graph, bool(fold_bn), "eot", id(transform), eot_iter, eot_batch, norm, steps,
+    key = _graph_key(cuda_graph, bool(fold_bn), "eot", id(transform), eot_iter, eot_batch, norm, steps,
                      loss if isinstance(loss, str) else id(loss), random_start, targeted, str(bn_mode), amp)
     with attack_mode(model, bn_mode), _fold_bn(model, bool(fold_bn)):
-        return run(loop, x, eps_t, alpha_t, y, None, check=check, graph_key=key, model=model)[0]
+        return run(loop, x, eps_t, alpha_t, y, None, check=check, graph_key=key, model=model,
+                   callables=_callables(transform, loss))[0]

@@ -16,6 +16,7 @@ from torch import Tensor
 from .. import ops
 from ..ops.target import SoftTarget, repeat_target
 from . import graphs
+from .losses import check_target
 from .modes import autocast_context
 
 __all__ = ["AttackResult", "input_grad", "Loop", "run"]
@@ -40,6 +41,7 @@ def input_grad(fwd, loss_fn, x: Tensor, target, *, amp=None, check=False, eot: i
         fwd: ``x -> output`` (logits or features).
         x: ``(B, ...)`` the point to differentiate at (not modified).
         target: what ``loss_fn`` compares the output with (labels, SoftTarget, tensor).
+        check: validate the output and the target first (:func:`~fastmix.attacks.losses.check_target`).
         amp: autocast dtype for the forward (None: the input's precision).
         eot, eot_batch, transform: Expectation over Transformation: the gradient is summed
             over ``eot`` draws of ``transform(x)`` (the direction of the mean), ``eot_batch``
@@ -61,7 +63,10 @@ def input_grad(fwd, loss_fn, x: Tensor, target, *, amp=None, check=False, eot: i
                 inp = transform(inp)
             with autocast_context(x.device, amp):
                 out = fwd(inp)
-            lv = loss_fn(out, repeat_target(target, n), check and done == 0)
+            tgt = repeat_target(target, n)
+            if check and done == 0:
+                check_target(out, tgt)
+            lv = loss_fn(out, tgt)
             if lv.shape != (n * B,):
                 raise ValueError(f"the loss must return one value per sample, shape ({n * B},); "
                                  f"got shape {tuple(lv.shape)}")
@@ -123,11 +128,17 @@ class Loop:
         return x, kappa
 
 
-def run(loop: Loop, x_nat, eps, alpha, aux, label, *, check: bool, graph_key=None, model=None):
-    """Run ``loop`` eagerly, or through the CUDA-graph cache when ``graph_key`` is given and
-    the input is on a GPU (eager for every other case)."""
-    if graph_key is None or not x_nat.is_cuda:
+def run(loop: Loop, x_nat, eps, alpha, aux, label, *, check: bool, graph_key=None, model=None,
+        callables=()):
+    """Run ``loop`` eagerly, or through the CUDA-graph cache when ``graph_key`` (the attack's
+    settings) is given and the input is on a GPU (eager for every other case).
+
+    ``model``: the attacked module, the cache's key (held weakly). ``callables``: objects
+    ``graph_key`` names only by ``id`` (a custom loss, a transform), matched by identity."""
+    if graph_key is None or not graphs.capturable(x_nat):
         return loop(x_nat, eps, alpha, aux, label, check=check)
+    if model is None:
+        raise ValueError("cuda_graph=True needs the attacked model (the cache's key)")
     soft = isinstance(aux, SoftTarget)
     if soft:  # static buffers need tensors for every field
         aux = aux.filled(check=False)
@@ -143,4 +154,4 @@ def run(loop: Loop, x_nat, eps, alpha, aux, label, *, check: bool, graph_key=Non
 
     if any(not isinstance(t, Tensor) for t in tensors):
         raise ValueError("cuda_graph=True needs tensor inputs and targets")
-    return graphs.GRAPHS((graph_key, soft, has_label), fn, tensors, model, check)
+    return graphs.GRAPHS(model, (graph_key, soft, has_label), fn, tensors, check, callables)

@@ -1,56 +1,69 @@
-"""The losses an attack ascends: each maps ``(model output, target, check)`` to a float32
-``(B,)`` per-sample loss. A targeted attack descends (the step's sign flips), except where
-a targeted form of its own is given (CW, DLR).
+"""The losses an attack ascends: each maps ``(model output, target)`` to a float32 ``(B,)``
+per-sample loss. A targeted attack descends (the step's sign flips), except where a
+targeted form of its own is given (CW, DLR).
 
-``check`` asks the loss to validate the labels against the number of classes (one host
-sync); the attack loop passes it at its first step only.
+No loss validates anything (they run inside the K-step loop, which must stay free of host
+syncs). The one check is :func:`check_target`, which the loop runs once, at its first
+step, when the attack was called with ``check=True``: the same rule for every loss.
 """
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from .. import ops
 from ..ops import _validate as validate
 from ..ops.target import SoftTarget
 
-__all__ = ["make_loss", "dlr", "dlr_targeted", "feature_loss", "check_classes"]
+__all__ = ["make_loss", "dlr", "dlr_targeted", "feature_loss", "check_target"]
 
 
-def check_classes(out, t, check: bool) -> None:
-    """With ``check``, every label of ``t`` is a class of the ``(B, C)`` output ``out``."""
-    if check and t.numel() > 0:
-        validate.in_range("y", t, 0, out.shape[1] - 1, f" (the model has C={out.shape[1]} classes)")
+def check_target(out: Tensor, t) -> None:
+    """Validate the model output and the target at an attack's first step (host syncs).
 
-
-def _ce(out, t, check):
+    ``out`` must be finite. Integer labels (``(B,)``, or ``(B, 2)`` for targeted DLR) must
+    be classes of the ``(B, C)`` output; a :class:`SoftTarget`'s labels too, and its
+    ``w``, ``sa``, ``sb`` must lie in [0, 1]. Float targets (TRADES's clean log-softmax,
+    AIT's partner features) are the attack's own and are not checked.
+    """
+    validate.finite("the model's output", out)
+    C = out.shape[1] if out.dim() == 2 else None
     if isinstance(t, SoftTarget):
-        return ops.soft_cross_entropy(out, *t, reduction="none", check=check)
+        f = t.filled(check=False)
+        for n, v in (("y.ya", f.ya), ("y.yb", f.yb)):
+            if v.numel() > 0:
+                validate.in_range(n, v, 0, C - 1, f" (the model has C={C} classes)")
+        for n, v in (("y.w", f.w), ("y.sa", f.sa), ("y.sb", f.sb)):
+            validate.in_range(n, v, 0.0, 1.0)
+    elif isinstance(t, Tensor) and not t.is_floating_point() and C is not None and t.numel() > 0:
+        validate.in_range("y", t, 0, C - 1, f" (the model has C={C} classes)")
+
+
+def _ce(out, t):
+    if isinstance(t, SoftTarget):
+        return ops.soft_cross_entropy(out, *t, reduction="none", check=False)
     # Hard labels: torch's log-softmax CE. Its gradient at the true class, p_y - 1, keeps
     # more digits than the fused op's when the softmax saturates (measured 0.4% closer
     # at p_y = 0.9999), which keeps PGD bit-identical to torchattacks there.
-    check_classes(out, t, check)
     return torch.nn.functional.cross_entropy(out.float(), t, reduction="none")
 
 
-def _cw_targeted(out, t, kappa, check):
+def _cw_targeted(out, t, kappa):
     # Ascend min(z_t - max_{j != t} z_j, kappa): push the target class kappa above the rest.
-    check_classes(out, t, check)
     z = out.float()
     zt = z.gather(1, t[:, None]).squeeze(1)
     other = z.scatter(1, t[:, None], float("-inf")).amax(dim=1)
     return torch.clamp(zt - other, max=kappa)
 
 
-def _kl(out, log_p_nat, check):
+def _kl(out, log_p_nat):
     # TRADES: KL(softmax f(x_nat) || softmax f(x_k)), summed over classes (KLDivLoss(sum)).
-    # The target is the clean log-softmax the loop computed itself: nothing to check.
     return (log_p_nat.exp() * (log_p_nat - torch.log_softmax(out.float(), dim=1))).sum(dim=1)
 
 
-def dlr(out, y, check=False):
+def dlr(out, y):
     """Croce & Hein's difference-of-logits-ratio loss, ``-(z_y - max_{j!=y} z_j) /
     (z_pi1 - z_pi3 + 1e-12)`` with ``pi`` the logits sorted in decreasing order."""
-    check_classes(out, y, check)
     z = out.float()
     top = z.topk(3, dim=1)
     zy = z.gather(1, y[:, None]).squeeze(1)
@@ -58,10 +71,9 @@ def dlr(out, y, check=False):
     return -(zy - best_other) / (top.values[:, 0] - top.values[:, 2] + 1e-12)
 
 
-def dlr_targeted(out, yt, check=False):
+def dlr_targeted(out, yt):
     """Targeted DLR, ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12)``; ``yt`` is
     ``(B, 2)`` int64 holding ``[y, t]``."""
-    check_classes(out, yt, check)
     z = out.float()
     top = z.topk(4, dim=1).values
     zy = z.gather(1, yt[:, :1]).squeeze(1)
@@ -72,10 +84,10 @@ def dlr_targeted(out, yt, check=False):
 def feature_loss(distance: str):
     """AIT's feature distance ``D(f, t)`` per sample: ``"cos"`` (1 - cosine similarity) or
     ``"l2"`` (Euclidean), on the flattened features."""
-    def cos(f, t, check):
+    def cos(f, t):
         return 1.0 - torch.cosine_similarity(f.float().flatten(1), t.float().flatten(1), dim=1)
 
-    def l2(f, t, check):
+    def l2(f, t):
         return (f.float() - t.float()).flatten(1).norm(dim=1)
 
     if distance not in ("cos", "l2"):
@@ -87,16 +99,15 @@ def make_loss(loss, targeted: bool, confidence: float = 0.0):
     """(per-sample loss fn, step sign) for ``loss`` in "ce", "cw", "kl", "dlr" or a callable
     ``fn(output, target) -> (B,)`` per-sample loss to ascend (descend when targeted)."""
     if callable(loss):
-        return (lambda out, t, check: loss(out, t)), (-1.0 if targeted else 1.0)
+        return loss, (-1.0 if targeted else 1.0)
     if loss == "ce":
         return _ce, (-1.0 if targeted else 1.0)
     if loss == "cw":
         if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not confidence >= 0:
             raise ValueError(f"confidence (the CW kappa) must be a number >= 0, got {confidence!r}")
         if targeted:
-            return (lambda out, t, check: _cw_targeted(out, t, float(confidence), check)), 1.0
-        return (lambda out, t, check: ops.cw_margin(out, t, kappa=float(confidence), reduction="none",
-                                                    check=check)), 1.0
+            return (lambda out, t: _cw_targeted(out, t, float(confidence))), 1.0
+        return (lambda out, t: ops.cw_margin(out, t, kappa=float(confidence), reduction="none", check=False)), 1.0
     if loss == "kl":
         if targeted:
             raise ValueError("loss='kl' (TRADES) has no targeted form; use targeted=False")

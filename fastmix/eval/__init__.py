@@ -15,7 +15,7 @@ parsed by :mod:`fastmix.attacks.specs` (re-exported here).
 from ..attacks.specs import ALL_ATTACKS, ATTACK_NAMES, EvalAttack, expand_attacks, has_torchattacks, parse_attack
 from .sanity import (QuantizedInput, SanityRunner, SanityWarning, SaturatedLogits, Verdict, check_ce_vs_margin,
                      check_eps_curve, check_fgsm_vs_pgd, check_more_steps, check_noise_vs_pgd, check_transfer,
-                     format_verdicts, run_sanity)
+                     format_verdicts, run_sanity, sanity_checkpoint)
 from .suite import SuiteResult, accuracy, evaluate, evaluate_checkpoint, load_heldout, select_subset
 from .curves import default_eps_grid, eps_curves, evaluate_checkpoint_mi, mi_curves, mi_split
 
@@ -23,5 +23,5 @@ __all__ = ["parse_attack", "EvalAttack", "expand_attacks", "ALL_ATTACKS", "ATTAC
            "evaluate", "evaluate_checkpoint", "accuracy", "SuiteResult", "select_subset", "load_heldout",
            "Verdict", "SanityWarning", "SanityRunner", "run_sanity", "format_verdicts", "check_eps_curve",
            "check_more_steps", "check_fgsm_vs_pgd", "check_noise_vs_pgd", "check_ce_vs_margin", "check_transfer",
-           "QuantizedInput", "SaturatedLogits", "eps_curves", "default_eps_grid", "mi_split", "evaluate_checkpoint_mi",
+           "QuantizedInput", "SaturatedLogits", "sanity_checkpoint", "eps_curves", "default_eps_grid", "mi_split", "evaluate_checkpoint_mi",
            "mi_curves"]

@@ -40,7 +40,8 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks.specs import parse_attack
-from .suite import evaluate
+from ..checkpoint import load_model
+from .suite import evaluate, load_heldout
 
 __all__ = ["Verdict", "SanityWarning", "SanityRunner", "check_eps_curve", "check_more_steps", "check_fgsm_vs_pgd",
            "check_noise_vs_pgd", "check_ce_vs_margin", "check_transfer", "run_sanity", "QuantizedInput", "SaturatedLogits",
@@ -300,6 +301,20 @@ def run_sanity(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, surrogate:
                 warnings.warn(f"sanity check {v.name} failed: {v.message}. Likely cause: {v.cause}", SanityWarning,
                               stacklevel=2)
     return out
+
+
+def sanity_checkpoint(checkpoint: str, *, eps: float, surrogate: str | None = None, samples: int | None = None,
+                      subset_seed: int = 0, data_dir: str | None = None, device: str = "auto",
+                      batch_size: int = 256, seed: int = 0, progress: bool = False, large_eps: float = 0.5,
+                      warn: bool = True) -> list[Verdict]:
+    """:func:`run_sanity` on a checkpoint's held-out images (the fixed-seed subset of
+    ``samples``, as :func:`fastmix.eval.evaluate_checkpoint` draws it), with ``surrogate``
+    (a standard-trained checkpoint of the same dataset) for the transfer check."""
+    model, x, y, _ = load_heldout(checkpoint, data_dir=data_dir, samples=samples, subset_seed=subset_seed,
+                                  device=device)
+    sur = load_model(surrogate, device)[0] if surrogate else None
+    return run_sanity(model, x, y, eps=eps, surrogate=sur, batch_size=batch_size, seed=seed, progress=progress,
+                      large_eps=large_eps, warn=warn)
 
 
 def format_verdicts(verdicts: Sequence[Verdict]) -> str:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from .. import data as fdata
 from .. import dist
+from ..progress import bar as progress_bar
 from ..attacks.specs import EvalAttack, expand_attacks, parse_attack
 from ..checkpoint import load_model
 from ..models.fold import fold_bn as _fold_bn
@@ -111,6 +112,14 @@ def _run_batches(model, batches: Iterable, named: dict, *, seed: int, autocast, 
     plain = {k: v for k, v in named.items() if not (isinstance(v, EvalAttack) and v.kind == "autoattack")}
     composite = {k: v for k, v in named.items() if k not in plain}
     by_key = {v.key(): k for k, v in plain.items() if isinstance(v, EvalAttack)}
+    def finished(name, t0, device, b):  # one attack on one batch is done: time it, advance the bar
+        if timing is not None:
+            _sync(device)
+            timing[name] = timing.get(name, 0.0) + time.perf_counter() - t0
+        if progress is not None:
+            progress.set_postfix_str(name)
+            progress.update(b)
+
     start = 0
     for bi, batch in enumerate(batches):
         x, y = batch[0], batch[1]
@@ -126,12 +135,7 @@ def _run_batches(model, batches: Iterable, named: dict, *, seed: int, autocast, 
                 else:
                     torch.manual_seed(_attack_seed(seed, name, bi))
                     res[name] = _predict(model, atk(model, x, y)) == y
-                if timing is not None:
-                    _sync(x.device)
-                    timing[name] = timing.get(name, 0.0) + time.perf_counter() - t0
-                if progress is not None:
-                    progress.set_postfix_str(name)
-                    progress.update(y.shape[0])
+                finished(name, t0, x.device, y.shape[0])
             for name, aa in composite.items():
                 t0 = time.perf_counter()
                 clean = next((res[k] for k, v in plain.items() if v is None), None)
@@ -148,24 +152,9 @@ def _run_batches(model, batches: Iterable, named: dict, *, seed: int, autocast, 
                     xs, ys = x.index_select(0, idx), y.index_select(0, idx)
                     robust[idx] = _predict(model, sub(model, xs, ys)) == ys
                 res[name] = robust
-                if timing is not None:
-                    _sync(x.device)
-                    timing[name] = timing.get(name, 0.0) + time.perf_counter() - t0
-                if progress is not None:
-                    progress.set_postfix_str(name)
-                    progress.update(y.shape[0])
+                finished(name, t0, x.device, y.shape[0])
         on_batch(start, {k: res[k] for k in named}, y.shape[0])
         start += y.shape[0]
-
-
-def _progress(enabled: bool, total: int, desc: str):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, leave=False)
 
 
 def _check_data(x, y):
@@ -230,7 +219,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str] | st
         for k, v in res.items():
             correct[k][start:start + b] = v.cpu()
 
-    bar = _progress(progress, N * len(named), "eval")
+    bar = progress_bar(progress, N * len(named), "eval")
     was_training = model.training
     model.eval()
     try:

@@ -36,28 +36,24 @@ def parse_lam_dist(spec) -> tuple[str, float]:
     raise ValueError(f"lam_dist must be 'uniform', 'beta:A' (A > 0) or 'const:L' (L in [0, 1]), got {spec!r}")
 
 
-def sample_lam(kind: str, param: float, n: int, device) -> Tensor:
+def sample_lam(kind: str, param: float, n: int, device, generator: torch.Generator | None = None) -> Tensor:
     """``n`` interpolation weights, float32 ``(n,)`` in ``[0, 1]`` on ``device``.
 
-    Drawn from the global CPU generator (which the trainer seeds per rank and saves in
-    every checkpoint) and copied once: O(n) numbers, no device sync, the same stream on
-    every backend.
+    Drawn *on the device* (issue 13, item 4): a draw on the CPU followed by ``.to(device)``
+    is a copy from pageable memory, which waits for the work queued before it (in a
+    training step: the whole attack). ``generator`` defaults to the device's default
+    generator, which the trainer seeds (``torch.manual_seed`` seeds every device) and
+    saves per rank in every checkpoint. Beta(A, A) is ``G1 / (G1 + G2)`` with ``G1, G2``
+    independent Gamma(A, 1) draws (``torch.distributions.Beta`` without its host-side
+    argument validation).
     """
     if kind == "const":
         return torch.full((n,), param, dtype=torch.float32, device=device)
     if kind == "uniform":
-        lam = torch.rand(n)
-    else:
-        lam = torch.distributions.Beta(param, param).sample((n,))
-    return lam.to(device=device, dtype=torch.float32)
-
-
-def mixup_batch(x: Tensor, lam: Tensor, perm: Tensor) -> Tensor:
-    """Vanilla mixup inside a batch: ``lam_i x_i + (1 - lam_i) x_perm(i)`` through the mix op.
-
-    x: ``(B, ...)`` float; lam: float32 ``(B,)``; perm: int64 ``(B,)`` in ``[0, B)``.
-    """
-    return ops.mix(x, x, lam, perm, check=False)
+        return torch.rand(n, device=device, generator=generator)
+    g = torch._standard_gamma(torch.full((2, n), param, dtype=torch.float32, device=device), generator)
+    # both draws underflowing to 0 (possible only for tiny A) gives 0, not 0/0
+    return g[0] / (g[0] + g[1]).clamp_min(torch.finfo(torch.float32).tiny)
 
 
 def mixup_target(y: Tensor, lam: Tensor, perm: Tensor):

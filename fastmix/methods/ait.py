@@ -14,13 +14,16 @@ def ait_partner(n: int, device=None) -> Tensor:
     return torch.arange(n - 1, -1, -1, device=device)
 
 
-def ait_target(y: Tensor, eps_y: float):
-    """AIT's adversarial label (Eq. 7): ``(1 - eps_y) onehot(y) + eps_y (1 - onehot(y')) / (C - 1)``
-    with ``y' = y`` reversed. In compact form (METHODS.md 1.2) that is
-    ``SoftTarget(ya=y, yb=y', w=1-eps_y, sa=1, sb=0)``: ``phi(y', 0)`` is exactly
-    ``(1 - onehot(y')) / (C - 1)``. y: int64 ``(B,)``; eps_y in [0, 1]."""
+def ait_target(y: Tensor, eps_y: float, steps: int = 1):
+    """AIT's adversarial label after ``steps`` = L label updates of Algorithm 1,
+    ``y~ <- y~ - eps_y (y~ - y_bar')`` from ``y~ = onehot(y)`` with ``y_bar' = (1 - onehot(y'))
+    / (C - 1)`` and ``y' = y`` reversed: ``w onehot(y) + (1 - w) y_bar'`` with
+    ``w = (1 - eps_y)^L`` (Eq. 7 for L = 1). In compact form (METHODS.md 1.2) that is
+    ``SoftTarget(ya=y, yb=y', w, sa=1, sb=0)``: ``phi(y', 0)`` is exactly ``y_bar'``.
+    y: int64 ``(B,)``; eps_y in [0, 1]; steps >= 1."""
     from ..attacks import SoftTarget
-    return SoftTarget(y, y[ait_partner(y.shape[0], y.device)], 1.0 - eps_y, 1.0, 0.0)
+    # Algorithm 1: L label updates of y~ <- (1 - eps_y) y~ + eps_y y_bar' leave (1 - eps_y)^L on y
+    return SoftTarget(y, y[ait_partner(y.shape[0], y.device)], (1.0 - eps_y) ** steps, 1.0, 0.0)
 
 
 @register
@@ -31,7 +34,8 @@ class AIT(Method):
     ``x_0 = x + U(-eps, eps)``; ``interp_steps`` (AIT's L, default 1) steps of
     ``x - eps * sign(grad D(feat(x), feat(x')))`` projected onto the eps-ball and [0, 1]
     (:func:`fastmix.attacks.feature_attack`, step size ``eps`` as in Algorithm 1, so the
-    shared ``alpha``/``steps`` options are not used); target :func:`ait_target`.
+    shared ``alpha``/``steps`` options are not used); target :func:`ait_target` after the
+    same L label updates (weight ``(1 - eps_y)^L`` on ``y``).
 
     The official code deep-copies the network and puts the copy in eval mode for the
     attack; the same maths runs here on the live model with BatchNorm switched to eval
@@ -59,8 +63,10 @@ class AIT(Method):
     def loss(self, x, y, idx) -> StepOutput:
         from .. import attacks
         partner = x[ait_partner(x.shape[0], x.device)]
-        x_adv = attacks.feature_attack(self.ctx.attack_model, x, partner, eps=self.eps, alpha=self.eps,
-                                       steps=self.interp_steps, distance=self.distance, random_start=True,
-                                       bn_mode=self.attack_bn, check=False, **self.ctx.attack_options)
+        bn_mode, bn_ctx = self.attack_bn_context()
+        with bn_ctx:
+            x_adv = attacks.feature_attack(self.ctx.attack_model, x, partner, eps=self.eps, alpha=self.eps,
+                                           steps=self.interp_steps, distance=self.distance, random_start=True,
+                                           bn_mode=bn_mode, check=False, **self.ctx.attack_options)
         logits = self.ctx.model(x_adv)
-        return StepOutput(soft_ce(logits, ait_target(y, self.eps_y)), logits)
+        return StepOutput(soft_ce(logits, ait_target(y, self.eps_y, self.interp_steps)), logits)

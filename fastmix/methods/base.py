@@ -23,10 +23,18 @@ cross-epoch state), decorate with :func:`register`, and import the module in
 backpropagated (it may be DDP- or compile-wrapped) and :meth:`attack` (which uses
 ``self.ctx.attack_model``) for adversarial examples; compute losses with
 ``fastmix.ops.soft_cross_entropy``; reduce with ``self.ctx.all_reduce_sum`` when a loss
-needs a global batch statistic. No ``.item()`` or per-sample Python in :meth:`loss`.
+needs a global batch statistic. No ``.item()`` or per-sample Python in :meth:`loss`, and
+no host-to-device copy: draw random numbers on the batch's device (``torch.rand(n,
+device=x.device)``, :func:`fastmix.methods._mixup.sample_lam`), never on the CPU followed
+by ``.to(device)`` -- a copy from pageable host memory waits for everything queued on the
+stream before it (in a training step: the whole attack). The device's default generator
+is seeded by the trainer (``torch.manual_seed`` seeds every device, per rank) and saved
+in every checkpoint with the other RNG states. ``tests/test_methods_fidelity.py`` counts
+the copies of every registered method's step.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
@@ -36,7 +44,32 @@ from torch import Tensor, nn
 
 from .. import ops
 
-BN_MODES = ("eval", "train")
+# BatchNorm while a method attacks: "eval" (running statistics), "train" (batch statistics,
+# and every attack forward updates the running statistics, as in Wong et al.'s FastAT), or
+# "batch" (batch statistics, running statistics untouched: AVmixup's TensorFlow original,
+# which runs the attack with is_training=True but attaches UPDATE_OPS to the train step only).
+BN_MODES = ("eval", "train", "batch")
+
+
+@contextlib.contextmanager
+def frozen_running_stats(model: nn.Module):
+    """BatchNorm layers in train mode normalise with the batch's statistics but leave
+    ``running_mean``, ``running_var`` and ``num_batches_tracked`` exactly as they were.
+
+    Done by clearing ``track_running_stats`` for the duration: in train mode
+    ``_BatchNorm.forward`` then passes no running buffers to ``F.batch_norm`` (batch
+    statistics, no update) and skips the ``num_batches_tracked`` increment; the output is
+    the same as with tracking on. In eval mode the layers still use their running
+    statistics. Restored on exit, also when the body raises.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    try:
+        for m in bns:
+            m.track_running_stats = False
+        yield model
+    finally:
+        for m in bns:
+            m.track_running_stats = True
 
 
 @dataclass
@@ -95,23 +128,33 @@ class Method:
     Args (shared by every method; a method ignores those it does not use):
         eps: L-inf radius in ``[0, 1]`` pixel units (>= 0).
         alpha: attack step size (> 0); ``None``: ``eps / 4``.
-        steps: attack steps K (>= 1).
+        steps: attack steps K (>= 1); ``None``: the method's ``default_steps`` (else 10).
         random_start: start the PGD attack from a uniform point of the eps-ball.
-        attack_bn: ``"eval"`` or ``"train"``: BatchNorm mode while attacking; ``None`` keeps
-            the method's default (the paper's code, METHODS.md section 4).
+        attack_bn: ``"eval"``, ``"train"`` or ``"batch"`` (see :data:`BN_MODES`): BatchNorm
+            while attacking; ``None`` keeps the method's default (the paper's code,
+            METHODS.md section 4).
     """
 
     name: ClassVar[str] = ""
     attack_bn: str = "eval"
     uses_attack: ClassVar[bool] = True
+    # Set by a wrapper that judges the attack (GIF): after each attack, ``adv_pred`` holds
+    # argmax f(x~), int64 (B,), from the attack's model and BN mode (see after_attack).
+    track_adv_pred: bool = False
+    adv_pred: Tensor | None = None
+    # The paper's attack steps when the caller gives none (IAT: 7); None: 10. The trainer
+    # reads it when the user gives no --steps (TrainConfig.for_dataset).
+    default_steps: ClassVar[int | None] = None
 
-    def __init__(self, *, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,
+    def __init__(self, *, eps: float = 8 / 255, alpha: float | None = None, steps: int | None = None,
                  random_start: bool = True, attack_bn: str | None = None):
         if not isinstance(eps, (int, float)) or not 0 <= eps <= 1:
             raise ValueError(f"eps must be a number in [0, 1] (pixel units), got {eps!r}")
         alpha = eps / 4 if alpha is None else alpha
         if not isinstance(alpha, (int, float)) or alpha < 0 or (eps > 0 and alpha == 0):
             raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
+        if steps is None:
+            steps = self.default_steps or 10
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an int >= 1, got {steps!r}")
         if attack_bn is not None:
@@ -168,16 +211,43 @@ class Method:
         return out
 
     # ------------------------------------------------------------------- helpers
+    def attack_bn_context(self, bn_mode: str | None = None):
+        """``(bn_mode for fastmix.attacks, context manager to run the attack in)`` for this
+        method's ``attack_bn`` (or ``bn_mode``): ``"batch"`` is the attacks' ``"train"``
+        inside :func:`frozen_running_stats`."""
+        mode = self.attack_bn if bn_mode is None else bn_mode
+        if mode == "batch":
+            return "train", frozen_running_stats(self.ctx.attack_model)
+        return mode, contextlib.nullcontext()
+
     def attack(self, x: Tensor, y: Tensor, **overrides) -> Tensor:
         """``fastmix.attacks.pgd`` against ``ctx.attack_model`` with this method's eps,
         alpha, steps, random start and BN mode, without host syncs (``check=False``: the
         loader's batches are valid by construction) and with the trainer's
         ``attack_options``; keyword arguments override all of them."""
         from .. import attacks
+        asked = overrides.pop("bn_mode", None)
+        bn_mode, ctx = self.attack_bn_context(asked)
         kw = dict(eps=self.eps, alpha=self.alpha, steps=self.steps, random_start=self.random_start,
-                  bn_mode=self.attack_bn, check=False, **self.ctx.attack_options)
+                  bn_mode=bn_mode, check=False, **self.ctx.attack_options)
         kw.update(overrides)
-        return attacks.pgd(self.ctx.attack_model, x, y, **kw)
+        with ctx:
+            out = attacks.pgd(self.ctx.attack_model, x, y, **kw)
+        self.after_attack(out.x_adv if isinstance(out, tuple) else out, self.attack_bn if asked is None else asked)
+        return out
+
+    def after_attack(self, x_adv: Tensor, bn_mode: str) -> None:
+        """Called right after each training attack, before the training forward: with
+        ``track_adv_pred`` set, records ``adv_pred = argmax f(x~)`` -- a no-grad forward of
+        the attack model in the attack's BatchNorm mode, with the running statistics the
+        attack saw (a ``"train"`` mode is measured with batch statistics and no update)."""
+        if not self.track_adv_pred:
+            return
+        from ..attacks import attack_mode
+        mode, ctx = self.attack_bn_context("batch" if bn_mode == "train" else bn_mode)
+        model = self.ctx.attack_model
+        with torch.no_grad(), ctx, attack_mode(model, mode):
+            self.adv_pred = model(x_adv).argmax(1)
 
     @staticmethod
     def ce(logits: Tensor, y, reduction: str = "mean") -> Tensor:

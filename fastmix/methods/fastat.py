@@ -40,8 +40,11 @@ class FastAT(Method):
 
     def loss(self, x, y, idx) -> StepOutput:
         from .. import attacks
-        x_adv = attacks.fgsm_rs(self.ctx.attack_model, x, y, eps=self.eps, alpha=self.alpha, bn_mode=self.attack_bn,
-                                check=False, **self.ctx.attack_options)
+        bn_mode, bn_ctx = self.attack_bn_context()
+        with bn_ctx:
+            x_adv = attacks.fgsm_rs(self.ctx.attack_model, x, y, eps=self.eps, alpha=self.alpha, bn_mode=bn_mode,
+                                    check=False, **self.ctx.attack_options)
+        self.after_attack(x_adv, self.attack_bn)
         logits = self.ctx.model(x_adv)
         return StepOutput(self.ce(logits, y), logits)
 

@@ -19,12 +19,15 @@ class GAIRAT(Method):
     official code). Loss ``sum_i (w_i / sum_j w_j) CE_i`` over the *global* batch (the
     weight sum is all-reduced across ranks, so DDP gives the single-process loss).
 
-    Before ``burn_in`` epochs have passed the loss is plain AT (the official schedule
-    starts reweighting at epoch 60 of 120). BatchNorm is in eval mode during the attack.
+    The first ``burn_in`` epochs are plain AT; reweighting starts at epoch ``burn_in + 1``.
+    The default follows the official code, whose test ``(epoch + 1) >= begin_epoch`` (0-based
+    epoch, ``begin_epoch = 60`` of 120) first reweights at epoch 60 counted from 1: 59 plain
+    epochs, i.e. ``epochs // 2 - 1``. BatchNorm is in eval mode during the attack.
 
     Args:
         lam: the tanh offset lambda (default -1, the paper's fixed schedule).
-        burn_in: epochs of unweighted AT; ``None`` is half the run.
+        burn_in: epochs of unweighted AT; ``None``: ``epochs // 2 - 1`` (reweighting from
+            epoch ``epochs // 2``, the official schedule).
     """
 
     name = "gairat"
@@ -38,7 +41,8 @@ class GAIRAT(Method):
 
     @property
     def reweighting(self) -> bool:
-        burn = self.ctx.epochs // 2 if self.burn_in is None else self.burn_in
+        # official: reweight when (epoch0 + 1) >= begin_epoch = epochs // 2, epoch0 counted from 0
+        burn = max(0, self.ctx.epochs // 2 - 1) if self.burn_in is None else self.burn_in
         return self.epoch > burn
 
     def loss(self, x, y, idx) -> StepOutput:

@@ -9,23 +9,35 @@ from ._mixup import dominant_label, mixup_target, parse_lam_dist, sample_lam, so
 from .base import Method, StepOutput, register
 
 
+VARIANTS = ("paper", "mi-code")
+
+
 @register
 class IAT(Method):
-    """``L = (L_clean + L_adv) / 2``: the mixup loss on the clean batch and the mixup loss
-    on its PGD-K adversarial batch (METHODS.md, IAT).
+    """``L = (L_c + L_a) / 2``: the mixup loss on the clean batch and the mixup loss on its
+    PGD adversarial batch (METHODS.md, IAT), attacked with BatchNorm in eval mode against
+    the true labels (the paper's choice; the code shipped with Mixup Inference attacks
+    the model's predictions).
 
-    As in the IAT code that ships with Mixup Inference (METHODS.md section 4): the attack
-    runs with BatchNorm in eval mode against the hard labels; the clean and adversarial
-    batches are each mixed with their own permutation and per-sample lambda, and both go
-    through *one* training-mode forward (``[x; x_adv]``, so BatchNorm sees shared
-    statistics). Mixing is one :func:`fastmix.ops.mix` over the ``2B`` rows with a gather
-    index that stays inside each half (``perm_clean`` for the first B rows, ``B +
-    perm_adv`` for the rest), so the mean soft CE over the ``2B`` rows *is*
-    ``(L_clean + L_adv) / 2``.
+    ``variant="paper"`` (default): Algorithm 1 as printed, two loss calls per update. ``L_c``
+    is one training-mode forward of the mixed clean batch (run before the attack, in the
+    algorithm's order), ``L_a`` a second one of the mixed adversarial batch; each call
+    draws its own permutation, its own lambda (one per batch, as mixup and manifold
+    mixup draw it) and, for manifold mixup, its own mixing layer, and BatchNorm sees each
+    batch's own statistics.
 
-    Manifold mixup (``manifold=True``, CLI ``iat-manifold``): the mixing point is drawn per
-    step from ``mix_layers`` (0 = the input, 1 = after block 1, 2 = after block 2; the
-    model's ``forward(x, mix_layer, mix_fn)``) and lambda ~ Beta(2, 2); input mixup uses
+    ``variant="mi-code"``: the IAT code that ships with Mixup Inference (METHODS.md section
+    4): the clean and adversarial batches are each mixed with their own permutation and a
+    per-sample lambda and go through *one* training-mode forward (``[x; x_adv]``, shared
+    BatchNorm statistics, one mixing layer for both). Mixing is one
+    :func:`fastmix.ops.mix` over the ``2B`` rows with a gather index that stays inside each
+    half (``perm_clean`` for the first B rows, ``B + perm_adv`` for the rest), so the mean
+    soft CE over the ``2B`` rows *is* ``(L_c + L_a) / 2``. One forward of 2B rows instead
+    of two of B: the same FLOPs, fewer kernel launches.
+
+    Manifold mixup (``manifold=True``, CLI ``iat-manifold``): the mixing point is drawn from
+    ``mix_layers`` (0 = the input, 1 = after block 1, 2 = after block 2; the model's
+    ``forward(x, mix_layer, mix_fn)``) and lambda ~ Beta(2, 2); input mixup uses
     Beta(1, 1) = U(0, 1).
 
     Args:
@@ -33,14 +45,20 @@ class IAT(Method):
         lam_dist: ``"beta:A"``, ``"uniform"`` or ``"const:L"``; None: Beta(1, 1) for mixup,
             Beta(2, 2) for manifold mixup (the paper's choices).
         mix_layers: the candidate mixing points of manifold mixup.
+        variant: ``"paper"`` or ``"mi-code"`` (above).
+        steps: PGD steps, default 7 (the paper's section 4.1: "we always perform adversarial
+            training using a 7-step PGD attack").
     Stats logged per epoch: ``iat_loss_clean``, ``iat_loss_adv``.
     """
 
     name = "iat"
     attack_bn = "eval"
+    default_steps = 7  # IAT section 4.1: "we always perform adversarial training using a 7-step PGD attack"
     default_manifold = False
 
-    def __init__(self, *, manifold: bool | None = None, lam_dist=None, mix_layers=(0, 1, 2), **kw):
+    # variant: the paper's Algorithm 1 first; the MI-shipped code's shared forward as an option
+    def __init__(self, *, manifold: bool | None = None, lam_dist=None, mix_layers=(0, 1, 2), variant: str = "paper",
+                 **kw):
         super().__init__(**kw)
         self.manifold = self.default_manifold if manifold is None else bool(manifold)
         if lam_dist is None:
@@ -51,21 +69,44 @@ class IAT(Method):
         if not layers or any(v not in (0, 1, 2) for v in layers):
             raise ValueError(f"mix_layers must be a non-empty subset of (0, 1, 2), got {mix_layers!r}")
         self.mix_layers = layers
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        self.variant = variant
 
     def draw_layer(self) -> int:
-        """The mixing point of this step: 0 for input mixup; for manifold mixup one of
-        ``mix_layers``, from the global CPU generator (no device sync)."""
+        """The mixing point of one forward: 0 for input mixup; for manifold mixup one of
+        ``mix_layers``. A host-side choice (it selects a module, so it must be a Python
+        int): drawn from the global CPU generator, with no device copy and no sync."""
         if not self.manifold:
             return 0
         return self.mix_layers[int(torch.randint(len(self.mix_layers), (1,)))]
 
+    def _mixup_loss(self, x, y):
+        """One of Algorithm 1's ``Loss(f, Mix, x, y)`` calls: per-sample soft CE ``(B,)``,
+        logits and target of one forward with one permutation and one lambda for the batch."""
+        B = x.shape[0]
+        perm = torch.randperm(B, device=x.device)
+        lam = sample_lam(*self._lam, 1, x.device).repeat(B)
+        logits = self.ctx.model(x, mix_layer=self.draw_layer(),
+                                mix_fn=lambda h: ops.mix(h, h, lam, perm, check=False))
+        target = mixup_target(y, lam, perm)
+        return soft_ce(logits, target, reduction="none"), logits, target
+
     def loss(self, x, y, idx) -> StepOutput:
         B, dev = x.shape[0], x.device
+        if self.variant == "paper":
+            per_c, _, _ = self._mixup_loss(x, y)                       # L_c, before the attack
+            x_adv = self.attack(x, y)
+            per_a, logits_a, target_a = self._mixup_loss(x_adv.to(x.dtype), y)
+            l_clean, l_adv = per_c.mean(), per_a.mean()
+            loss = 0.5 * (l_clean + l_adv)
+            return StepOutput(loss, logits_a, dominant_label(target_a),
+                              stats={"iat_loss_clean": l_clean.detach(), "iat_loss_adv": l_adv.detach()})
         x_adv = self.attack(x, y)
         xx = torch.cat([x, x_adv.to(x.dtype)])
         yy = torch.cat([y, y])
         # Each half keeps its own pairing: clean rows pair with clean rows, adversarial with adversarial.
-        perm = torch.cat([torch.randperm(B), B + torch.randperm(B)]).to(dev)
+        perm = torch.cat([torch.randperm(B, device=dev), B + torch.randperm(B, device=dev)])
         lam = sample_lam(*self._lam, 2 * B, dev)
         layer = self.draw_layer()
         logits = self.ctx.model(xx, mix_layer=layer, mix_fn=lambda h: ops.mix(h, h, lam, perm, check=False))

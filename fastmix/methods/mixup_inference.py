@@ -20,6 +20,21 @@ from .. import ops
 
 MODES = ("pl", "ol", "combined")
 
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """``model.eval()`` for the duration, then every module's own ``training`` flag back (a
+    BatchNorm layer the caller had frozen in an otherwise training model stays frozen;
+    ``model.train(was)`` would unfreeze it), also when the body raises."""
+    modules = list(model.modules())
+    flags = [m.training for m in modules]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, f in zip(modules, flags):
+            m.training = f
+
 # Official defaults (METHODS.md section 4): MI-PL lam 0.5 with 10 draws; MI-OL 30 draws,
 # lam 0.5 for a mixup model (0.6 for IAT); MI-Combined: PL (lam 0.4, 5 draws) detects with
 # threshold 0.2, OL (lam 0.5, 15 draws) predicts on the flagged inputs.
@@ -137,13 +152,8 @@ class MixupInference:
 
     @contextlib.contextmanager
     def _eval(self):
-        was = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            self.model.train(was)
+        with eval_mode(self.model), torch.no_grad():
+            yield
 
     def _plain(self, x: Tensor) -> Tensor:
         outs = [F.softmax(self.model(x[s:s + self.chunk]).float(), dim=1) for s in range(0, x.shape[0], self.chunk)]
@@ -226,11 +236,50 @@ class MixupInference:
             return ops.mix(inp, self.pool.to(inp.dtype), lam, j, check=False)
         return fn
 
+    def adaptive_attack(self, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int, n_adaptive: int,
+                        loss="ce", random_start: bool = True, mode: str | None = None, **kw) -> Tensor:
+        """The paper's adaptive attack on MI (section 4.4, appendix B.2, and the official
+        ``attack_resnet_mixuptest_OL_adaptive.py``): draw ``N_A = n_adaptive`` mixing samples
+        ``x_s,k`` *once* (as MI draws them, conditioned on the plain prediction of the clean
+        ``x``), run ``N_A`` independent PGD attacks on the plain model, attack ``k`` starting
+        from the mixed input ``u_k = lam x + (1 - lam) x_s,k`` (eps-ball around ``u_k``,
+        image range [0, 1]), and add the mean perturbation: ``x_adv = clip(x + mean_k
+        (u_k^adv - u_k), 0, 1)`` ("we average the generated perturbations over the adaptive
+        samples as the final perturbation"). The ``N_A`` attacks run as one batch of
+        ``N_A * B`` rows (row ``k*B + i``), which with BatchNorm in eval mode is the same as
+        running them one by one.
+
+        Departures from the official script, on purpose: the attacks use the true labels
+        ``y`` (the script's cleverhans PGD attacks the model's prediction on each ``u_k``)
+        and the result is clipped to [0, 1] (the script does not clip ``x + delta``).
+        Weaker than :meth:`eot_attack` in principle (its samples are fixed, EOT redraws at
+        every step); both are reported by :func:`evaluate`. Extra keyword arguments go to
+        :func:`fastmix.attacks.pgd`. Returns ``(B, C, H, W)`` adversarial images.
+        """
+        from .. import attacks
+        x = self._check(x)
+        if isinstance(n_adaptive, bool) or not isinstance(n_adaptive, int) or n_adaptive < 1:
+            raise ValueError(f"n_adaptive must be an int >= 1, got {n_adaptive!r}")
+        mode = mode or ("ol" if self.mode == "combined" else self.mode)
+        B, na = x.shape[0], n_adaptive
+        with self._eval():
+            pred = self._plain(x).argmax(1)
+        j = self.sample_pool(self.sample_classes(pred, na, mode)).t().reshape(-1)  # row k*B + i: draw k of i
+        rep = x.repeat(na, *([1] * (x.dim() - 1)))
+        u = ops.mix(rep, self.pool.to(x.dtype), self.lam, j, check=False)
+        yy = y.repeat(na) if isinstance(y, Tensor) else y
+        # true labels (the official script attacks the model's prediction on each u_k)
+        u_adv = attacks.pgd(self.model, u, yy, eps=eps, alpha=alpha, steps=steps, loss=loss,
+                            random_start=random_start, **kw)
+        delta = (u_adv - u).view(na, B, *x.shape[1:]).mean(0)
+        return (x + delta).clamp_(0.0, 1.0)  # clipped to the image range (the script does not clip)
+
     def eot_attack(self, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int, eot_iter: int,
                    eot_batch: int | None = None, loss="ce", **kw) -> Tensor:
-        """The adaptive attack (Athalye et al.'s EOT, METHODS.md section 3): PGD whose
-        gradient at every step is summed over ``eot_iter`` draws of ``x_s``; returns the
-        adversarial images ``(B, C, H, W)``."""
+        """EOT-PGD on MI (Athalye et al.'s Expectation over Transformation, METHODS.md
+        section 3): PGD whose gradient at every step is summed over ``eot_iter`` *fresh*
+        draws of ``x_s``; at least as strong as the paper's :meth:`adaptive_attack`, which
+        fixes its samples. Returns the adversarial images ``(B, C, H, W)``."""
         from .. import attacks
         x = self._check(x)
         return attacks.eot_pgd(self.model, x, y, transform=self.transform(x.shape[0]), eot_iter=eot_iter,
@@ -247,7 +296,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, pool_x: Tensor, pool_y: Ten
     model (the *oblivious* threat model) and both the plain prediction (``name``) and MI's
     (``name+mi``) are scored. With ``eot_iter = N_A > 0`` every PGD/CW attack is also run
     *adaptively* against MI (``eot-name+mi``: EOT-PGD whose gradient sums ``N_A`` draws of
-    ``x_s`` per step, :meth:`MixupInference.eot_attack`). ``mode="combined"`` also reports
+    ``x_s`` per step, :meth:`MixupInference.eot_attack`) and with the paper's own adaptive
+    attack (``adaptive-name+mi``: ``N_A`` PGD attacks on fixed mixed inputs, mean
+    perturbation, :meth:`MixupInference.adaptive_attack`). ``mode="combined"`` also reports
     the share of inputs its detector flags (``name:flagged``).
 
     Args:
@@ -257,10 +308,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, pool_x: Tensor, pool_y: Ten
     from ..attacks.specs import parse_attack
     mi = MixupInference(model, pool_x, pool_y, mode=mode, lam=lam, n=n, threshold=threshold)
     alpha = eps / 4 if alpha is None else alpha
-    was = model.training
-    model.eval()
     out: dict = {}
-    try:
+    with eval_mode(model):
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             for name in attacks:
@@ -269,6 +318,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, pool_x: Tensor, pool_y: Ten
                 adaptive = atk is not None and eot_iter > 0 and not name.startswith("fgsm")
                 if adaptive:
                     hit[f"eot-{name}+mi"] = 0
+                    hit[f"adaptive-{name}+mi"] = 0
                 flagged = 0
                 for s in range(0, x.shape[0], batch_size):
                     xb, yb = x[s:s + batch_size], y[s:s + batch_size]
@@ -283,9 +333,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, pool_x: Tensor, pool_y: Ten
                         loss = "cw" if name.startswith("cw") else "ce"
                         xe = mi.eot_attack(xb, yb, eps=eps, alpha=alpha, steps=k, eot_iter=eot_iter, loss=loss)
                         hit[f"eot-{name}+mi"] += int((mi(xe).argmax(1) == yb).sum())
+                        xp = mi.adaptive_attack(xb, yb, eps=eps, alpha=alpha, steps=k, n_adaptive=eot_iter, loss=loss)
+                        hit[f"adaptive-{name}+mi"] += int((mi(xp).argmax(1) == yb).sum())
                 out.update({k: v / x.shape[0] for k, v in hit.items()})
                 if mode == "combined":
                     out[f"{name}:flagged"] = flagged / x.shape[0]
-    finally:
-        model.train(was)
     return out

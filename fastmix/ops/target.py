@@ -44,7 +44,7 @@ class SoftTarget(NamedTuple):
 
     def dense(self, num_classes: int) -> Tensor:
         """The ``(B, C)`` float32 target (for tests and debugging)."""
-        from .reference import soft_target_ref
+        from . import soft_target_ref
         return soft_target_ref(*self.filled(), num_classes)
 
 

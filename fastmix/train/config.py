@@ -42,7 +42,10 @@ class TrainConfig:
         CPU too, through Inductor's C++ backend);
         ``graphs`` (each attack's K-step loop captured in one CUDA graph and replayed,
         the training forward compiled), GPU only: eager elsewhere, with a warning.
-    seed, deterministic: seeding and ``torch.use_deterministic_algorithms``.
+    seed, deterministic: seeding and ``torch.use_deterministic_algorithms`` (cuDNN
+        autotuning off). cudnn_benchmark: ``torch.backends.cudnn.benchmark`` during the run
+        (None: on for a GPU run unless deterministic). Both process-wide switches hold only
+        while ``Trainer.fit`` runs and are restored afterwards.
     out, resume: the run directory and whether to continue from ``out/last.pt``.
     stop_after: stop cleanly after this epoch (as if killed right after its checkpoint).
     device: ``auto``, ``cpu``, ``cuda``.
@@ -78,6 +81,7 @@ class TrainConfig:
     compile: str = "none"
     seed: int = 0
     deterministic: bool = False
+    cudnn_benchmark: bool | None = None
     out: str = "runs/run"
     resume: bool = False
     stop_after: int | None = None
@@ -93,6 +97,11 @@ class TrainConfig:
         if given.get("model", kw["model"]) != kw["model"]:
             kw.pop("model_opts", None)  # the default model's options belong to that model
         kw.update(given)
+        if "steps" not in given:  # a method whose paper fixes its attack length (IAT: PGD-7) keeps it
+            from ..methods import METHODS
+            paper_steps = getattr(METHODS.get(kw.get("method", cls.method)), "default_steps", None)
+            if paper_steps is not None:
+                kw["steps"] = paper_steps
         return cls(dataset=dataset, **kw)
 
     def __post_init__(self):
@@ -119,6 +128,7 @@ class TrainConfig:
         need(not (self.fold_bn is True and self.compile == "model"), "fold_bn",
              "None or False with compile='model' (compiled code keeps the unfolded forward)")
         need(self.stop_after is None or self.stop_after >= 1, "stop_after", "None or >= 1")
+        need(self.cudnn_benchmark in (None, True, False), "cudnn_benchmark", "None, True or False")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
              "auto, cpu or cuda[:i]")
 

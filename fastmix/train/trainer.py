@@ -36,6 +36,7 @@ from .. import data as fdata
 from .. import dist
 from .. import methods as fmethods
 from .. import models as fmodels
+from .. import progress
 from ..attacks.specs import parse_attack
 from ..checkpoint import load_model, resolve_device  # noqa: F401  (load_model re-exported)
 from ..eval.suite import accuracy
@@ -75,13 +76,10 @@ class Trainer:
             cfg = TrainConfig.from_dict({**stored["config"], **keep})
             self.resumed_from = stored
         self.cfg = cfg
-        self._deterministic_before = torch.are_deterministic_algorithms_enabled()
-        if cfg.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        # Process-wide switches are set only while fit() runs (or inside process_switches()),
+        # and given back as they were found.
+        self.cudnn_benchmark = (False if cfg.deterministic else
+                                cfg.cudnn_benchmark if cfg.cudnn_benchmark is not None else self.device.type == "cuda")
 
         self.splits = splits if splits is not None else fdata.load(cfg.dataset, cfg.data_dir, download=cfg.download,
                                                                     seed=0)
@@ -172,6 +170,12 @@ class Trainer:
         if self.cfg.folds_bn:
             opts["fold_bn"] = True
         return opts
+
+    def process_switches(self):
+        """The context in which the run's process-wide torch switches hold (``fit`` enters
+        it; enter it yourself around direct ``train_epoch``/``evaluate`` calls): see
+        :func:`process_switches`."""
+        return process_switches(deterministic=self.cfg.deterministic, cudnn_benchmark=self.cudnn_benchmark)
 
     def _autocast(self):
         if self.cfg.amp == "none":
@@ -267,10 +271,11 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
         seen = torch.zeros((), dtype=torch.int64, device=dev)
+        scored = torch.zeros((), dtype=torch.int64, device=dev)  # rows train_acc counts (GIF: its m originals)
         stat_sums: dict[str, torch.Tensor] = {}
         lr0 = self.schedule.lr()
-        bar = _progress(cfg.progress and self.info.is_main, self.loader.samples_per_epoch,
-                        f"epoch {self.epoch + 1}/{cfg.epochs}")
+        bar = progress.bar(cfg.progress and self.info.is_main, self.loader.samples_per_epoch,
+                           f"epoch {self.epoch + 1}/{cfg.epochs}", unit_scale=True)
         t0 = time.perf_counter()
         for step, (x, y, idx) in enumerate(self.loader):
             out = self.train_step(x, y, idx)
@@ -280,6 +285,7 @@ class Trainer:
             if out.logits is not None:
                 target = y if out.target is None else out.target
                 correct += (out.logits.detach().argmax(1) == target).sum()
+                scored += target.shape[0]
             for k, v in out.stats.items():
                 stat_sums[k] = stat_sums.get(k, 0) + v.detach().double()
             if bar is not None:
@@ -288,7 +294,7 @@ class Trainer:
                     # one host read every 20 steps, for the display only
                     bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}",
                                     lr=f"{self.optimizer.param_groups[0]['lr']:.3g}")
-        totals = dist.all_reduce_sum(torch.stack([loss_sum, correct.double(), seen.double()]))
+        totals = dist.all_reduce_sum(torch.stack([loss_sum, correct.double(), seen.double(), scored.double()]))
         names = sorted(stat_sums)
         stats = {}
         if names:
@@ -300,8 +306,8 @@ class Trainer:
         seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()
-        loss_tot, corr_tot, seen_tot = totals.tolist()
-        return {"lr": lr0, "train_loss": loss_tot / max(seen_tot, 1), "train_acc": corr_tot / max(seen_tot, 1),
+        loss_tot, corr_tot, seen_tot, scored_tot = totals.tolist()
+        return {"lr": lr0, "train_loss": loss_tot / max(seen_tot, 1), "train_acc": corr_tot / max(scored_tot, 1),
                 "seconds": seconds, "images_per_s": seen_tot / seconds if seconds > 0 else float("nan"), **stats}
 
     def evaluate(self) -> dict:
@@ -324,38 +330,63 @@ class Trainer:
             if self.epoch == 0:
                 ckpt.write_text_atomic("", os.path.join(cfg.out, "metrics.jsonl"))
         try:
-            while self.epoch < cfg.epochs:
-                row = {"epoch": self.epoch + 1}
-                row.update(self.train_epoch())
-                self.epoch += 1
-                diag = self.method.end_epoch(self.epoch, self.probe)
-                if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
-                    row.update(self.evaluate())
-                else:
-                    row.update(clean_acc=None, pgd_acc=None, eval_seconds=0.0)
-                row.update(diag)
-                is_best = row["pgd_acc"] is not None and row["pgd_acc"] > self.best["pgd_acc"]
-                if is_best:
-                    self.best = {"epoch": self.epoch, "pgd_acc": row["pgd_acc"]}
-                row["is_best"] = is_best
-                self.history.append(row)
-                self._save(is_best)
-                if self.info.is_main and cfg.progress:
-                    print(_summary(row), flush=True)
-                if cfg.stop_after is not None and self.epoch >= cfg.stop_after:
-                    break
+            with self.process_switches():
+                self._fit_epochs()
         finally:
             dist.shutdown(self.info)
-            if cfg.deterministic:  # a process-wide switch: give it back as we found it
-                torch.use_deterministic_algorithms(self._deterministic_before)
         return self.history
 
+    def _fit_epochs(self) -> None:
+        cfg = self.cfg
+        while self.epoch < cfg.epochs:
+            row = {"epoch": self.epoch + 1}
+            row.update(self.train_epoch())
+            self.epoch += 1
+            diag = self.method.end_epoch(self.epoch, self.probe)
+            if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+                row.update(self.evaluate())
+            else:
+                row.update(clean_acc=None, pgd_acc=None, eval_seconds=0.0)
+            row.update(diag)
+            is_best = row["pgd_acc"] is not None and row["pgd_acc"] > self.best["pgd_acc"]
+            if is_best:
+                self.best = {"epoch": self.epoch, "pgd_acc": row["pgd_acc"]}
+            row["is_best"] = is_best
+            self.history.append(row)
+            self._save(is_best)
+            if self.info.is_main and cfg.progress:
+                print(_summary(row), flush=True)
+            if cfg.stop_after is not None and self.epoch >= cfg.stop_after:
+                break
 
-def _progress(enabled: bool, total: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
+
+@contextlib.contextmanager
+def process_switches(*, deterministic: bool = False, cudnn_benchmark: bool | None = None):
+    """Set torch's process-wide switches for a run, and restore each one on exit (also
+    when the body raises).
+
+    ``deterministic``: ``torch.use_deterministic_algorithms(True)``, cuDNN autotuning off
+    and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless already set. ``cudnn_benchmark``:
+    ``torch.backends.cudnn.benchmark`` (None: left as it is). Thread counts are not
+    touched (``fastmix train --threads`` sets them for its own process).
+    """
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    try:
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif cudnn_benchmark is not None:
+            torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
+        if before[3] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = before[3]
 
 
 def _summary(row: dict) -> str:
