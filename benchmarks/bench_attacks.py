@@ -11,10 +11,11 @@ Providers (each a PGD-10 L-inf attack, eps 8/255, alpha 2/255, random start):
 Models: the small CNN (MNIST shape 1x28x28) and PreActResNet-18 (CIFAR shape 3x32x32),
 from fastmix.models when present, else the local definitions below.
 
-Each round runs every provider once, in turn (so drift in the machine's speed hits all of
-them alike); images/s is the batch size over the median time of the rounds (and over the
+Each round runs every provider once, the order rotated per round (so drift in the
+machine's speed hits all of them alike); images/s is the batch size over the median time of the rounds (and over the
 best round: on a shared machine other processes only ever add time, so the minimum is the
-steadier estimate), and the ratios to torchattacks are taken within the same run.
+steadier estimate), and the ratios to torchattacks are taken within the same run; the CPU-time
+ratios (process time, medians of per-round ratios) are the steadier measure with one thread.
 
     python benchmarks/bench_attacks.py --device cpu --out benchmarks/results/
     pytest benchmarks/bench_attacks.py --benchmark-only      # pytest-benchmark, small CNN
@@ -192,16 +193,20 @@ def measure(model_name: str, batch: int, device: str, rounds: int, only=None) ->
     if only:
         provs = {k: v for k, v in provs.items() if k in only or k == "torchattacks"}
     times = {k: [] for k in provs}
+    cpu = {k: [] for k in provs}
     for name, (atk, *_rest) in provs.items():  # warm-up (and CUDA-graph capture)
         atk(x, y)
     _sync(device)
-    for _ in range(rounds):
-        for name, (atk, *_rest) in provs.items():
+    names = list(provs)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotated each round
+            atk = provs[name][0]
             _sync(device)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             atk(x, y)
             _sync(device)
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     base = times.get("torchattacks")
     diffs = fold_differences(provs, x, y)
     rows = []
@@ -213,6 +218,12 @@ def measure(model_name: str, batch: int, device: str, rounds: int, only=None) ->
                          images_per_s=batch / med, images_per_s_best=batch / best,
                          ratio_vs_torchattacks=statistics.median(base) / med if base else None,
                          ratio_best_vs_torchattacks=min(base) / best if base else None,
+                         cpu_times_s=cpu[name],
+                         cpu_ratio_vs_fastmix=(statistics.median(a / b for a, b in zip(cpu["fastmix"], cpu[name]))
+                                               if "fastmix" in cpu else None),
+                         cpu_ratio_vs_torchattacks=(statistics.median(a / b for a, b in
+                                                                      zip(cpu["torchattacks"], cpu[name]))
+                                                    if "torchattacks" in cpu else None),
                          fold=diffs.get(name)))
     return rows
 
@@ -235,8 +246,9 @@ def markdown(env: dict, rows: list[dict]) -> str:
     lines = [f"PGD-{STEPS} throughput on {env['device']} ({env['device_name']}, {env['threads']} threads), "
              f"torch {env['torch']}, torchattacks {env['torchattacks']}, {env['date']}",
              "", "| model | batch | provider | precision | channels-last | graph | images/s (median) | "
-                 "vs torchattacks | images/s (best) | vs torchattacks (best) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+                 "vs torchattacks | images/s (best) | vs torchattacks (best) | CPU-time ratio vs torchattacks | "
+                 "vs fastmix |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: f"{v:.2f}x" if v else "-"  # noqa: E731
     for r in rows:
         if r.get("fold"):
@@ -246,7 +258,8 @@ def markdown(env: dict, rows: list[dict]) -> str:
         lines.append(f"| {r['model']} | {r['batch']} | {r['provider']} | {r['precision']} | "
                      f"{'yes' if r['channels_last'] else 'no'} | {'yes' if r['cuda_graph'] else 'no'} | "
                      f"{r['images_per_s']:.2f} | {fmt(r['ratio_vs_torchattacks'])} | "
-                     f"{r['images_per_s_best']:.2f} | {fmt(r['ratio_best_vs_torchattacks'])} |")
+                     f"{r['images_per_s_best']:.2f} | {fmt(r['ratio_best_vs_torchattacks'])} | "
+                     f"{fmt(r.get('cpu_ratio_vs_torchattacks'))} | {fmt(r.get('cpu_ratio_vs_fastmix'))} |")
     return "\n".join(lines)
 
 

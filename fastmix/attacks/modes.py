@@ -69,7 +69,8 @@ def attack_mode(model: nn.Module, bn_mode="eval"):
         if isinstance(mode, str) and mode != "keep" and all(type(m).train is _MODULE_TRAIN for m in modules):
             flag = mode == "train"
             for m in modules:
-                m.training = flag
+                if m.training is not flag:  # Module.__setattr__ is slow: write only what changes
+                    m.training = flag
         else:
             _apply_mode(model, mode)
         yield model
