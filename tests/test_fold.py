@@ -1,4 +1,4 @@
-"""BatchNorm folding (fastmix.models.fold): the folded model computes the unfolded one
+"""BatchNorm folding (fastmix.attacks.fold): the folded model computes the unfolded one
 within float32 rounding, the model is untouched afterwards, and the attacks, the
 evaluation and the trainer take it as an option."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fastmix import attacks, models
-from fastmix.models.fold import fold_bn, foldable_pairs
+from fastmix.attacks.fold import fold_bn, foldable_pairs
 
 
 def _randomise_bn(model, seed=0):

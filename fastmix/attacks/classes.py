@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..models.fold import fold_bn as fold_bn_context
+from .fold import fold_bn as fold_bn_context
 from ..ops import _validate as validate
 from .apgd import apgd
 from .checks import check_images, check_int
@@ -67,7 +67,7 @@ class Attack:
         autocast: None, "bf16" or "fp16".  channels_last: bool.
         cuda_graph: capture the attack loop in a CUDA graph per input shape (GPU only).
         fold_bn: fold each eval-mode BatchNorm into the convolution before it for the
-            duration of each call (:func:`fastmix.models.fold.fold_bn`; the model is
+            duration of each call (:func:`fastmix.attacks.fold.fold_bn`; the model is
             untouched afterwards).
     """
 

@@ -19,7 +19,7 @@ Common arguments:
         call for a shape and replay it for later batches of that shape (eager elsewhere).
         Replays skip the value checks; the model's parameters must keep their storage.
     fold_bn: for the duration of the attack, fold every BatchNorm that is in eval mode into
-        the convolution before it (:func:`fastmix.models.fold.fold_bn`): the same function
+        the convolution before it (:func:`fastmix.attacks.fold.fold_bn`): the same function
         within float32 rounding, one conv instead of conv + BN per pair, forward and backward.
         The model is untouched afterwards. No effect on BatchNorms in training mode.
     check: validate values up front and at the first step (one host sync each);
@@ -39,7 +39,7 @@ from ..ops.target import SoftTarget, label_of
 from .checks import check_eps, check_images, check_int, check_labels, check_norm
 from .losses import feature_loss, make_loss
 from .loop import AttackResult, Loop, run
-from ..models.fold import fold_bn as _fold_bn
+from .fold import fold_bn as _fold_bn
 from .modes import attack_mode, autocast_context, autocast_dtype
 
 __all__ = ["pgd", "fgsm", "fgsm_rs", "feature_attack", "eot_pgd"]

@@ -33,7 +33,7 @@ from .. import dist
 from ..progress import bar as progress_bar
 from ..attacks.specs import EvalAttack, expand_attacks, parse_attack
 from ..checkpoint import load_model
-from ..models.fold import fold_bn as _fold_bn
+from ..attacks.fold import fold_bn as _fold_bn
 
 __all__ = ["evaluate", "evaluate_checkpoint", "accuracy", "SuiteResult", "select_subset", "load_heldout"]
 
@@ -194,7 +194,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str] | st
         autocast: a context-manager factory wrapped around each batch (AMP), or None.
         device: where to run (default: the model's device); batches are moved there.
         fold_bn: fold each BatchNorm into the convolution before it for the whole evaluation
-            (:func:`fastmix.models.fold.fold_bn`; the model runs in eval mode, so every
+            (:func:`fastmix.attacks.fold.fold_bn`; the model runs in eval mode, so every
             conv -> BN pair folds): the same accuracies up to float32 rounding, faster attacks.
     Returns:
         :class:`SuiteResult`.

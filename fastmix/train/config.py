@@ -34,7 +34,7 @@ class TrainConfig:
     fold_bn: fold each BatchNorm into the convolution before it while an eval-mode attack
         runs (the training attacks of PGD-AT, TRADES, GAIRAT, AIT, IAT, GIF/AT-mixup on those
         bases, and the held-out evaluation): the same function up to float32 rounding,
-        one conv instead of conv + BN per pair; see :mod:`fastmix.models.fold`. Attacks in
+        one conv instead of conv + BN per pair; see :mod:`fastmix.attacks.fold`. Attacks in
         training-mode BN (FastAT, AVmixup) are unaffected. ``None`` (default): on unless
         ``compile="model"`` (compiled code keeps the unfolded forward); True with
         ``compile="model"`` is an error.

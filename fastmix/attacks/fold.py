@@ -1,4 +1,4 @@
-"""BatchNorm folding for eval-mode forwards: ``conv -> BN`` pairs computed as one conv.
+"""BatchNorm folding for eval-mode attacks: ``conv -> BN`` pairs computed as one conv.
 
 In eval mode a BatchNorm is a per-channel affine map with fixed numbers,
 ``bn(z) = (z - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``, so a convolution
