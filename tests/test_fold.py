@@ -82,6 +82,9 @@ def test_fold_reads_current_weights_and_train_mode_bn_is_exact():
     model.train()
     torch.manual_seed(0)
     assert torch.equal(train_out, model(x))
+    with fold_bn(model) as folded:  # train-mode BatchNorms on entry are not folded at all
+        assert folded == []
+        assert all("forward" not in m.__dict__ for m in model.modules())
 
 
 def test_fold_restores_on_exception_and_rejects_compiled():

@@ -13,9 +13,10 @@ and the BN's two passes over the activations disappear.
 nothing but that BatchNorm (found by tracing each submodule with ``torch.fx``; parts that
 do not trace are looked into module by module), and leaves the model untouched: no
 parameter, buffer or module is replaced, only the pair's ``forward`` is overridden on the
-instance and removed again on exit (also when the block raises). A pair whose BatchNorm
-is in training mode when it is called runs the original ``conv -> BN`` (so a
-``bn_mode="train"`` attack inside the block is still exact). The folded weights are
+instance and removed again on exit (also when the block raises). Pairs whose BatchNorm is
+in training mode on entry are left alone, and a folded pair whose BatchNorm is switched to
+training mode inside the block runs the original ``conv -> BN`` (so a ``bn_mode="train"``
+attack inside the block is still exact). The folded weights are
 computed on entry from the current parameters and running statistics: the model must not
 be trained inside the block. They live in buffers kept per convolution and rewritten in
 place on every entry, so a CUDA graph captured inside the block stays valid on the next
@@ -180,7 +181,9 @@ def fold_bn(model: nn.Module, enabled: bool = True):
     if hasattr(model, "_orig_mod"):
         raise ValueError("fold_bn needs the eager model, not a torch.compile wrapper; fold model._orig_mod "
                          "and compile after folding, or leave fold_bn off with compile")
-    pairs = [FoldedPair(c, b) for c, b in foldable_pairs(model)]
+    # A BatchNorm in training mode now (a train-mode attack: FastAT, AVmixup) cannot fold;
+    # skipping it keeps such attacks free of the refresh cost.
+    pairs = [FoldedPair(c, b) for c, b in foldable_pairs(model) if not b.training]
     installed = []
     try:
         for p in pairs:
