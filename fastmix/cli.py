@@ -13,9 +13,14 @@ Radii and step sizes are in [0, 1] pixel units and accept fractions (``--eps 8/2
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the CLI imports the trainer lazily (a fast --help); named here for the docs
+    from .train.config import TrainConfig
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -48,8 +53,8 @@ def _value(text: str):
 def _options(pairs, flag: str) -> dict:
     out = {}
     for p in pairs or []:
-        if "=" not in p:
-            raise SystemExit(f"error: {flag} expects KEY=VALUE, got {p!r}")
+        if "=" not in p or not p.split("=", 1)[0].strip():
+            raise ValueError(f"{flag} expects KEY=VALUE, got {p!r}")
         k, v = p.split("=", 1)
         out[k.strip().replace("-", "_")] = _value(v)
     return out
@@ -79,8 +84,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", default=None, help="directory with the dataset's files "
                    "(default $FASTMIX_DATA or ./data; e.g. ../shared/data/mnist)")
     g.add_argument("--download", action="store_true", help="download missing files through torchvision")
-    g.add_argument("--model", default=None, help=f"one of {', '.join(MODELS)} or wrn-D-W (default: per dataset)")
-    g.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="a model option (e.g. width=16)")
+    g.add_argument("--model", default=None, help=f"one of {', '.join(MODELS)} or wrn-D-W (default: per dataset), "
+                   f"or a model of your own as an import string PKG.MOD:BUILD (a callable returning an nn.Module; "
+                   f"given the dataset's num_classes/in_channels/image_size/mean/std it declares)")
+    g.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
+                   help="a model option (e.g. width=16), passed to the built-in model or to BUILD")
     g = p.add_argument_group("optimisation (defaults per dataset, see fastmix.train.DATASET_DEFAULTS)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="global batch size (over all processes)")
@@ -110,12 +118,61 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda")
     g.add_argument("--threads", type=int, help="CPU intra-op threads (torch.set_num_threads; default: torch's)")
     g.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<method>)")
-    g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (its stored configuration wins)")
+    g.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last.pt: flags not given "
+                   "take the stored values; a result-changing flag that differs from them is an error")
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (without this, or "
+                   "--resume, an OUT holding a run is an error)")
     g.add_argument("--stop-after", type=int, help="stop after this epoch (a clean stand-in for a kill)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
 
 
+def _record_given(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make each option of ``parser`` note its dest in ``namespace._given`` when it appears
+    on the command line, so a command can tell a flag given from a default (``--resume``
+    takes every flag not given from the stored run)."""
+    for act in parser._actions:
+        if isinstance(act, argparse._HelpAction):
+            continue
+        base = type(act)
+
+        def call(self, parser_, namespace, values, option_string=None, _base=base):
+            _base.__call__(self, parser_, namespace, values, option_string)
+            given = set(getattr(namespace, "_given", set()))
+            given.add(self.dest)
+            namespace._given = given
+        act.__class__ = type(f"_Given{base.__name__}", (base,), {"__call__": call})
+    return parser
+
+
+def _given(a) -> set:
+    return set(getattr(a, "_given", set()))
+
+
+# TrainConfig field -> the argparse dests that set it
+_FIELD_DESTS = {"method_opts": ("opt", "base"), "model_opts": ("model_opt",), "progress": ("no_progress",)}
+
+
 def config_from_args(a) -> "TrainConfig":
+    """The run configuration of ``fastmix train``'s arguments. With ``--resume`` on an OUT
+    holding ``last.pt``, every flag not given on the command line takes the stored run's
+    value (the trainer then rejects given flags that differ from it, naming them)."""
+    from .checkpoint import read
+    from .train.config import TrainConfig
+    cfg = _config_from_flags(a)
+    last = os.path.join(cfg.out, "last.pt")
+    if not (cfg.resume and os.path.isfile(last)):
+        return cfg
+    stored = read(last)["config"]
+    given = _given(a)
+    mine = cfg.to_dict()
+    merged = dict(stored)
+    for k, v in mine.items():
+        if k in TrainConfig.RESUME_FREE or k not in stored or given & set(_FIELD_DESTS.get(k, (k,))):
+            merged[k] = v
+    return TrainConfig.from_dict(merged)
+
+
+def _config_from_flags(a) -> "TrainConfig":
     from .train.config import TrainConfig
     opts = _options(a.opt, "--opt")
     if getattr(a, "base", None):
@@ -130,7 +187,7 @@ def config_from_args(a) -> "TrainConfig":
         eval_steps=a.eval_steps, eval_alpha=a.eval_alpha, eval_samples=a.eval_samples, eval_every=a.eval_every,
         amp=a.amp, channels_last=a.channels_last, compile=a.compile, seed=a.seed, deterministic=a.deterministic,
         out=a.out or os.path.join("runs", f"{a.dataset}-{a.method}"), resume=a.resume, stop_after=a.stop_after,
-        device=a.device, progress=not a.no_progress)
+        device=a.device, progress=not a.no_progress, threads=a.threads, overwrite=a.overwrite)
 
 
 # ------------------------------------------------------------------------------ commands
@@ -142,10 +199,24 @@ def _threads(n) -> None:
         torch.set_num_threads(n)
 
 
+def _check_out_file(flag: str, path: str | None, example: str = "results.json") -> None:
+    """An output file path must be writable as a file: checked before any work is done."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"{flag} {path!r} is a directory; give a file path "
+                                f"(e.g. {os.path.join(path, example)})")
+    d = os.path.dirname(os.path.abspath(path))
+    while d and not os.path.exists(d):
+        d = os.path.dirname(d)
+    if d and not os.path.isdir(d):
+        raise NotADirectoryError(errno.ENOTDIR, f"{flag} {path!r}: {d!r} is a file, not a directory")
+
+
 def cmd_train(a) -> int:
     from .train import train
-    _threads(a.threads)
     cfg = config_from_args(a)
+    a._out = cfg.out  # for the interrupt message
     t = train(cfg)
     if t.info.is_main and t.history:
         last = t.history[-1]
@@ -159,6 +230,8 @@ def cmd_eval(a) -> int:
     per attack and worst case, optionally with the sanity checks (``--sanity``)."""
     from .eval import evaluate_checkpoint, expand_attacks
     attacks = expand_attacks(a.attacks)
+    _check_eval_flags(a)
+    _check_out_file("--out", a.out)
     _threads(a.threads)
     if a.mi:
         return cmd_eval_mi(a, attacks)
@@ -166,7 +239,7 @@ def cmd_eval(a) -> int:
     res = evaluate_checkpoint(a.checkpoint, attacks, eps=a.eps, alpha=a.alpha, samples=a.samples,
                               subset_seed=a.subset_seed, batch_size=a.batch_size, data_dir=a.data_dir,
                               device=a.device, seed=a.seed, progress=progress, apgd_steps=a.apgd_steps,
-                              square_queries=a.square_queries)
+                              square_queries=a.square_queries, model=a.model)
     out = res.to_dict()
     if not a.json:
         where = f"{res.n} held-out images" + (f" (fixed-seed subset, seed {a.subset_seed})"
@@ -186,12 +259,35 @@ def cmd_eval(a) -> int:
     return 0
 
 
+def _check_eval_flags(a) -> None:
+    """Flags that would otherwise be ignored without a word are errors."""
+    given = _given(a)
+    mi_only = [f for f in ("mi_lam", "mi_n", "mi_pool", "mi_threshold", "mi_eot") if f in given]
+    sanity_only = [f for f in ("surrogate", "sanity_samples", "large_eps") if f in given]
+    flag = lambda d: "--" + d.replace("_", "-")  # noqa: E731
+    if a.mi and a.sanity:
+        raise ValueError("--sanity does not run with --mi (the checks score the plain model): run "
+                         "`fastmix eval --sanity` and `fastmix eval --mi` separately")
+    if mi_only and not a.mi:
+        raise ValueError(f"{', '.join(map(flag, mi_only))}: used only with --mi pl|ol|combined (add --mi, or drop "
+                         f"them)")
+    if sanity_only and not a.sanity:
+        raise ValueError(f"{', '.join(map(flag, sanity_only))}: used only with --sanity (add --sanity, or drop them)")
+    for d in ("mi_n", "mi_pool", "samples", "sanity_samples", "batch_size", "apgd_steps", "square_queries"):
+        v = getattr(a, d, None)
+        if v is not None and v < 1:
+            raise ValueError(f"{flag(d)} must be >= 1, got {v}")
+    if a.mi_eot < 0:
+        raise ValueError(f"--mi-eot must be >= 0 (0: no adaptive attack; N: EOT over N draws), got {a.mi_eot}")
+
+
 def _sanity(a, eps: float, progress: bool) -> list:
     """``fastmix eval --sanity``: :func:`fastmix.eval.sanity_checkpoint` on the same images;
     each failure is printed to stderr as a warning naming the likely cause."""
     from .eval import format_verdicts, sanity_checkpoint
-    verdicts = sanity_checkpoint(a.checkpoint, eps=eps, surrogate=a.surrogate, samples=a.sanity_samples or a.samples,
-                                 subset_seed=a.subset_seed, data_dir=a.data_dir, device=a.device,
+    verdicts = sanity_checkpoint(a.checkpoint, model=a.model, eps=eps, surrogate=a.surrogate,
+                                 samples=a.sanity_samples or a.samples, subset_seed=a.subset_seed,
+                                 data_dir=a.data_dir, device=a.device,
                                  batch_size=a.batch_size, seed=a.seed, progress=progress, large_eps=a.large_eps,
                                  warn=False)  # printed below, once per check
     for v in verdicts:
@@ -257,6 +353,8 @@ def cmd_plot(a) -> int:
     """``fastmix plot {eps,train,attackable,mi}``: measure (or read) the data, write a PNG."""
     from . import plot
     kind = a.plot
+    _check_out_file("--out", a.out, f"{kind}.png")
+    _check_out_file("--save-json", getattr(a, "save_json", None), f"{kind}.json")
     if kind in ("train", "attackable"):
         labels = _labels(a, a.runs, _run_name)
         runs = {lab: plot.read_metrics(r) for lab, r in zip(labels, a.runs)}
@@ -310,7 +408,8 @@ def cmd_demo(a) -> int:
     (:func:`fastmix.train.demo.run_demo`)."""
     from .train.demo import demo_table, run_demo
     _threads(a.threads)
-    res = run_demo(a.methods.split(","), epochs=a.epochs, out=a.out, seed=a.seed, progress=not a.quiet, log=_log)
+    res = run_demo(a.methods.split(","), epochs=a.epochs, out=a.out, seed=a.seed, progress=not a.quiet, log=_log,
+                   overwrite=a.overwrite)
     print(f"\ndigits held-out set (360 images), L-inf eps = {res['eps']} (pixel units), last epoch:\n")
     print(demo_table(res))
     print(f"\nwall time {res['wall_s']:.1f} s; runs in {a.out}/<method>/ (metrics.jsonl, last.pt, best.pt)")
@@ -336,9 +435,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a model with one method; writes OUT/metrics.jsonl, last.pt, best.pt")
     _add_train_args(t)
+    _record_given(t)
     e = sub.add_parser("eval", help="accuracy of a checkpoint under attacks, per attack and worst case, on its "
                                     "held-out split; --sanity adds the gradient-masking checks")
     e.add_argument("--checkpoint", required=True, help="a last.pt or best.pt written by fastmix train")
+    e.add_argument("--model", default=None, metavar="PKG.MOD:BUILD",
+                   help="for a run of a model of your own: the import string that builds it (a checkpoint never "
+                        "imports code by itself)")
     e.add_argument("--attacks", default="clean,fgsm,pgd20,cw20",
                    help="comma-separated: clean, fgsm, noise, pgdK[rR] (R restarts), cwK[rR], apgd-ce, apgd-dlr, "
                         "apgd-t, fab-t, square, autoattack (standard: APGD-CE, APGD-T, FAB-T, Square); 'all' = "
@@ -374,11 +477,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mi-eot", type=int, default=0, metavar="N_A",
                    help="also run each PGD/CW attack adaptively against MI: the paper's attack (adaptive-*: N_A "
                         "fixed mixing samples, mean perturbation) and EOT-PGD (eot-*: N_A fresh draws per step)")
+    _record_given(e)
     d = sub.add_parser("demo", help="standard vs PGD-AT on digits, clean-versus-robust table (~2 min on 2 cores)")
     d.add_argument("--epochs", type=int, default=None, help="default: the digits default (30)")
     d.add_argument("--methods", default="standard,at", help="comma-separated methods to compare")
     d.add_argument("--out", default=os.path.join("runs", "demo"))
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier demo in OUT")
     d.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: the 8x8 CNN gains nothing from more, and on a busy machine "
                         "spinning OpenMP threads slow it several-fold)")
@@ -432,17 +537,57 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_OS_FIXES = {
+    errno.ENOSPC: "free some space, or write elsewhere with another --out",
+    errno.EDQUOT: "free some space, or write elsewhere with another --out",
+    errno.EACCES: "choose a location you can write (another --out), or fix its permissions",
+    errno.EPERM: "choose a location you can write (another --out), or fix its permissions",
+    errno.EROFS: "choose a writable location (another --out)",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another path",
+    errno.EISDIR: "give a file path, not a directory",
+    errno.ENOENT: "check the path",
+}
+
+
+def _describe(e: BaseException) -> str:
+    """``<what> (<the fix>)`` for an expected failure."""
+    if isinstance(e, OSError) and e.errno is not None and e.strerror:
+        msg = e.strerror + (f": {e.filename}" if e.filename else "")
+        fix = _OS_FIXES.get(e.errno)
+        return f"{msg} ({fix})" if fix and "(" not in e.strerror else msg
+    return str(e) or type(e).__name__
+
+
+#: failures a user can cause and fix (bad argument, missing / corrupt / foreign file, no
+#: space, no GPU, an unwritable or wrong output path): a one-line message and exit code 2.
+#: Anything else is a bug: Python's traceback and exit code 1.
+EXPECTED = (ValueError, OSError, ImportError)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        return cmd_bench(None, argv[1:])
-    a = build_parser().parse_args(argv)
+    command = argv[0] if argv else "?"
+    a = None
     try:
+        if argv[:1] == ["bench"]:
+            return cmd_bench(None, argv[1:])
+        a = build_parser().parse_args(argv)
         return {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "demo": cmd_demo,
                 "info": cmd_info}[a.command](a)
-    except (ValueError, FileNotFoundError, ImportError) as e:  # ImportError: an optional package (torchattacks)
-        print(f"fastmix {a.command}: error: {e}", file=sys.stderr)
+    except EXPECTED as e:
+        print(f"fastmix {command}: error: {_describe(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        out = getattr(a, "_out", None)
+        if command == "train" and out and os.path.isfile(os.path.join(out, "last.pt")):
+            hint = (f"; {os.path.join(out, 'last.pt')} holds the last finished epoch: continue with "
+                    f"`fastmix train --resume --out {out}`")
+        elif command == "train":
+            hint = "; no epoch had finished, so there is nothing to resume"
+        else:
+            hint = ""
+        print(f"\nfastmix {command}: interrupted{hint}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

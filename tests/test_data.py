@@ -70,7 +70,7 @@ def test_cifar10_cifar100_and_svhn_read_their_file_formats(tmp_path):
     c10.mkdir()
     batches = []
     for i in range(1, 6):
-        d = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, 4))}
+        d = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, 4).tolist()}
         batches.append(d)
         with open(c10 / f"data_batch_{i}", "wb") as f:
             pickle.dump(d, f)
@@ -86,7 +86,7 @@ def test_cifar10_cifar100_and_svhn_read_their_file_formats(tmp_path):
     for split, n in (("train", 6), ("test", 2)):
         with open(c100 / split, "wb") as f:
             pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         b"fine_labels": list(rng.integers(0, 100, n)), b"coarse_labels": [0] * n}, f)
+                         b"fine_labels": rng.integers(0, 100, n).tolist(), b"coarse_labels": [0] * n}, f)
     s = D.load("cifar100", str(tmp_path))
     assert (len(s.train), len(s.test), s.num_classes) == (6, 2, 100)
 

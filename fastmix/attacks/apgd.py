@@ -135,7 +135,9 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps, steps: int = 100, norm:
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     amp = autocast_dtype(autocast)
-    gen = None if seed is None else torch.Generator(device=x.device).manual_seed(int(seed))
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be an int >= 0 or None, got {seed!r}")
+    gen = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
 
     with attack_mode(model, bn_mode):
         with torch.no_grad(), autocast_context(x.device, amp):

@@ -15,7 +15,7 @@ import torch
 from ..ops import _validate as validate
 from .apgd import apgd
 from .checks import check_int
-from .classes import Attack, check_number, torchattacks_norm
+from .classes import Attack, check_number, check_seed, torchattacks_norm
 from .modes import attack_mode
 
 __all__ = ["AutoAttack", "import_torchattacks"]
@@ -32,7 +32,8 @@ class AutoAttack(Attack):
 
     Args: norm ('Linf' | 'L2'), eps (8/255), version, n_classes (10), seed (None: torch's
     RNG), verbose, steps (100, AutoAttack's; torchattacks' AutoAttack uses its APGD default
-    of 10), attacks (a subset/order of "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"),
+    of 10), attacks (a subset/order of "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square";
+    a list, or one comma-separated string),
     n_queries (Square's budget, 5000).
     """
 
@@ -48,11 +49,15 @@ class AutoAttack(Attack):
             raise ValueError(f"version must be one of {tuple(self._VERSIONS)}, got {version!r}")
         self.version = version
         self.n_classes = check_int("n_classes", n_classes, 2)
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.verbose = verbose
         self.steps = check_int("steps", steps, 1)
         self.n_queries = check_int("n_queries", n_queries, 1)
+        if isinstance(attacks, str):  # "apgd-ce" or "apgd-ce,apgd-t": names, not characters
+            attacks = [a.strip() for a in attacks.split(",") if a.strip()]
         names = tuple(attacks) if attacks is not None else self._VERSIONS[version]
+        if not names:
+            raise ValueError("attacks must name at least one attack, got an empty list")
         known = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
         for a in names:
             if a not in known:

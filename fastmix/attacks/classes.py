@@ -228,6 +228,7 @@ class Attack:
             raise ValueError(f"images must hold at least one sample, got shape {tuple(images.shape)}")
         dev = self.device or images.device
         images = images.detach().to(dev)
+        self._check_dtype(images)
         if self.normalization_used is not None:
             images = self.inverse_normalize(images)
             validate.finite("images", images)
@@ -244,9 +245,21 @@ class Attack:
             labels = self._eval_logits(images).argmax(dim=1)
         if self.targeted:
             labels = self.get_target_label(images, labels).to(dev).long()
-        with fold_bn_context(self.model, self._fast["fold_bn"]):
+        with _reject_nonfinite_output(self.model), fold_bn_context(self.model, self._fast["fold_bn"]):
             adv = self.forward(images, labels)
         return adv if self.normalization_used is None else self.normalize(adv)
+
+    def _check_dtype(self, images: Tensor) -> None:
+        """The images' precision must be the model's (the attacks do not cast either one):
+        a clear error instead of a dtype mismatch deep inside the model or torchattacks."""
+        want = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), None)
+        if want is None or images.dtype == want or self._fast.get("autocast"):
+            return
+        if want not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"the model's parameters are {want}; fastmix attacks run float32, bfloat16 or float16 "
+                             f"models: pass model.float() (and float32 images)")
+        raise ValueError(f"images are {images.dtype} but the model's parameters are {want}: pass "
+                         f"images.to({want}) (or autocast='bf16'/'fp16' for mixed precision)")
 
     def __repr__(self):
         skip = {"model", "attack", "supported_mode"}
@@ -254,6 +267,43 @@ class Attack:
         items["attack_mode"] = self.attack_mode
         items["normalization_used"] = self.normalization_used is not None
         return f"{self.attack}(" + ", ".join(f"{k}={v}" for k, v in items.items()) + ")"
+
+
+class _reject_nonfinite_output:
+    """While an attack runs: the first forward of ``model`` whose output is not finite raises
+    ValueError. One value scan (one host read) per attack call: the hook removes itself
+    after the first output it sees, and it never reads inside a CUDA-graph capture."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.handle = model, None
+
+    def _hook(self, module, inputs, output):
+        if not isinstance(output, Tensor) or not output.is_floating_point():
+            return
+        if output.is_cuda and torch.cuda.is_current_stream_capturing():
+            return
+        self.handle.remove()
+        if not bool(torch.isfinite(output.detach()).all()):
+            raise ValueError("the model returned NaN or infinite logits for the attack's input (checked once per "
+                             "attack call): no adversarial images can be computed; check the model's weights and "
+                             "inputs")
+
+    def __enter__(self):
+        self.handle = self.model.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+        return False
+
+
+def check_seed(seed, allow_none: bool = True):
+    """A random seed: an int >= 0 (or None: torch's global RNG)."""
+    if seed is None and allow_none:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0{' or None' if allow_none else ''}, got {seed!r}")
+    return seed
 
 
 class PGD(Attack):
@@ -340,7 +390,7 @@ class APGD(Attack):
         self.eps = check_number("eps", eps)
         self.steps = check_int("steps", steps, 1)
         self.n_restarts = check_int("n_restarts", n_restarts, 1)
-        self.seed = seed
+        self.seed = check_seed(seed)
         if loss not in ("ce", "dlr"):
             raise ValueError(f"loss must be 'ce' or 'dlr', got {loss!r}")
         self.loss = loss

@@ -6,8 +6,6 @@
 - the loop has no host synchronisation when ``check=False``, so :func:`run` can capture
   its K steps in one CUDA graph (:mod:`fastmix.attacks.graphs`) and replay it per batch.
 """
-from __future__ import annotations
-
 from typing import Callable, NamedTuple
 
 import torch

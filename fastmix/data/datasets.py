@@ -21,12 +21,13 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .safe_pickle import load_cifar_pickle
 
 NAMES = ("digits", "mnist", "cifar10", "cifar100", "svhn")
 
@@ -81,6 +82,12 @@ class Splits:
     std: list = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ValueError(f"num_classes must be an int >= 1, got {self.num_classes!r}")
+        check_labels(self.train.labels, self.num_classes, f"{self.name} training labels")
+        check_labels(self.test.labels, self.num_classes, f"{self.name} held-out labels")
+
     @property
     def in_channels(self) -> int:
         return self.train.images.shape[1]
@@ -93,6 +100,20 @@ class Splits:
         return dict(name=self.name, train=len(self.train), test=len(self.test), num_classes=self.num_classes,
                     in_channels=self.in_channels, image_size=self.image_size, crop=self.crop, flip=self.flip,
                     **self.meta)
+
+
+def check_labels(labels: Tensor, num_classes: int, where: str) -> None:
+    """Raise ValueError naming ``where`` (a file, a split) unless every label is in
+    ``[0, num_classes)``. One min/max over the labels: datasets call it once at load,
+    so nothing out of range reaches the kernels (which index by label)."""
+    if labels.numel() == 0:
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        raise ValueError(f"{where}: labels must be in [0, {num_classes}) ({num_classes} classes), found "
+                         f"{bad.numel()} out of range (e.g. {int(bad[0])}; min {lo}, max {hi}); the file is "
+                         f"corrupt or belongs to another dataset")
 
 
 def _stats(images: Tensor) -> tuple[list, list]:
@@ -173,6 +194,7 @@ def load_mnist(data_dir: str, seed: int = 0, n_train_10k: int = 8000) -> Splits:
         y = torch.from_numpy(read_idx(lp).astype(np.int64))
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"{ip} has {x.shape[0]} images but {lp} has {y.shape[0]} labels")
+        check_labels(y, 10, lp)
         return x, y
 
     test_x, test_y = pair(ti, tl)
@@ -189,9 +211,23 @@ def load_mnist(data_dir: str, seed: int = 0, n_train_10k: int = 8000) -> Splits:
 
 
 # --------------------------------------------------------------------------- cifar
-def _unpickle(path: str) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+def _cifar_batch(path: str, label_key: bytes, num_classes: int) -> tuple[Tensor, Tensor]:
+    """(images uint8 (N, 3, 32, 32), labels int64 (N,)) of one CIFAR python batch file, read
+    with the restricted unpickler (no code runs from the file) and checked: a uint8
+    ``(N, 3072)`` array, N labels in ``[0, num_classes)``."""
+    b = load_cifar_pickle(path)
+    raw, labels = b.get(b"data"), b.get(label_key)
+    if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8 or raw.ndim != 2 or raw.shape[1] != 3072:
+        what = (f"{raw.dtype} {raw.shape}" if isinstance(raw, np.ndarray) else type(raw).__name__)
+        raise ValueError(f"{path}: b'data' must be a uint8 (N, 3072) array, got {what}")
+    if not isinstance(labels, list) or not all(type(v) is int for v in labels):
+        raise ValueError(f"{path}: {label_key!r} must be a list of ints, got "
+                         f"{type(labels).__name__ if not isinstance(labels, list) else 'a list with non-ints'}")
+    if len(labels) != raw.shape[0]:
+        raise ValueError(f"{path} has {raw.shape[0]} images but {len(labels)} labels")
+    y = torch.tensor(labels, dtype=torch.int64)
+    check_labels(y, num_classes, path)
+    return torch.from_numpy(raw.reshape(-1, 3, 32, 32).copy()), y
 
 
 def _cifar_dir(data_dir: str, sub: str, name: str, probe: str) -> str:
@@ -201,10 +237,6 @@ def _cifar_dir(data_dir: str, sub: str, name: str, probe: str) -> str:
     raise _missing(name, os.path.join(data_dir, sub, probe))
 
 
-def _cifar_images(raw) -> Tensor:
-    return torch.from_numpy(np.asarray(raw, dtype=np.uint8).reshape(-1, 3, 32, 32).copy())
-
-
 def load_cifar10(data_dir: str) -> Splits:
     d = _cifar_dir(data_dir, "cifar-10-batches-py", "cifar10", "test_batch")
     xs, ys = [], []
@@ -212,12 +244,11 @@ def load_cifar10(data_dir: str) -> Splits:
         p = os.path.join(d, f"data_batch_{i}")
         if not os.path.isfile(p):
             raise _missing("cifar10", p)
-        b = _unpickle(p)
-        xs.append(_cifar_images(b[b"data"]))
-        ys.append(torch.tensor(b[b"labels"], dtype=torch.int64))
-    t = _unpickle(os.path.join(d, "test_batch"))
+        x, y = _cifar_batch(p, b"labels", 10)
+        xs.append(x)
+        ys.append(y)
     train = ImageSet(torch.cat(xs), torch.cat(ys))
-    test = ImageSet(_cifar_images(t[b"data"]), torch.tensor(t[b"labels"], dtype=torch.int64))
+    test = ImageSet(*_cifar_batch(os.path.join(d, "test_batch"), b"labels", 10))
     return _finish("cifar10", train, test, 10, 4, True, {"source": d, "split": "standard 50000/10000"})
 
 
@@ -225,9 +256,8 @@ def load_cifar100(data_dir: str) -> Splits:
     d = _cifar_dir(data_dir, "cifar-100-python", "cifar100", "test")
     if not os.path.isfile(os.path.join(d, "train")):
         raise _missing("cifar100", os.path.join(d, "train"))
-    tr, te = _unpickle(os.path.join(d, "train")), _unpickle(os.path.join(d, "test"))
-    train = ImageSet(_cifar_images(tr[b"data"]), torch.tensor(tr[b"fine_labels"], dtype=torch.int64))
-    test = ImageSet(_cifar_images(te[b"data"]), torch.tensor(te[b"fine_labels"], dtype=torch.int64))
+    train = ImageSet(*_cifar_batch(os.path.join(d, "train"), b"fine_labels", 100))
+    test = ImageSet(*_cifar_batch(os.path.join(d, "test"), b"fine_labels", 100))
     return _finish("cifar100", train, test, 100, 4, True, {"source": d, "split": "standard 50000/10000"})
 
 
@@ -241,6 +271,7 @@ def load_svhn(data_dir: str) -> Splits:
         m = loadmat(p)
         x = torch.from_numpy(np.ascontiguousarray(np.transpose(m["X"], (3, 2, 0, 1)))).to(torch.uint8)
         y = torch.from_numpy(m["y"].reshape(-1).astype(np.int64))
+        check_labels(y - 1, 10, p + " (SVHN labels are 1..10)")
         return ImageSet(x.contiguous(), torch.where(y == 10, 0, y))  # SVHN stores digit 0 as label 10
     # No flip for digits; the 4-pixel crop is the common SVHN augmentation.
     return _finish("svhn", one("train"), one("test"), 10, 4, False, {"source": data_dir, "split": "train/test"})

@@ -306,12 +306,13 @@ def run_sanity(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, surrogate:
 def sanity_checkpoint(checkpoint: str, *, eps: float, surrogate: str | None = None, samples: int | None = None,
                       subset_seed: int = 0, data_dir: str | None = None, device: str = "auto",
                       batch_size: int = 256, seed: int = 0, progress: bool = False, large_eps: float = 0.5,
-                      warn: bool = True) -> list[Verdict]:
+                      warn: bool = True, model=None) -> list[Verdict]:
     """:func:`run_sanity` on a checkpoint's held-out images (the fixed-seed subset of
     ``samples``, as :func:`fastmix.eval.evaluate_checkpoint` draws it), with ``surrogate``
-    (a standard-trained checkpoint of the same dataset) for the transfer check."""
+    (a standard-trained checkpoint of the same dataset) for the transfer check. ``model``:
+    for a run of a model of your own (:func:`fastmix.checkpoint.load_model`)."""
     model, x, y, _ = load_heldout(checkpoint, data_dir=data_dir, samples=samples, subset_seed=subset_seed,
-                                  device=device)
+                                  device=device, model=model)
     sur = load_model(surrogate, device)[0] if surrogate else None
     return run_sanity(model, x, y, eps=eps, surrogate=sur, batch_size=batch_size, seed=seed, progress=progress,
                       large_eps=large_eps, warn=warn)

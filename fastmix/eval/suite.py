@@ -173,6 +173,26 @@ def _check_data(x, y):
             raise ValueError(f"x must lie in [0, 1] (pixel units), got values in [{lo:.4g}, {hi:.4g}]")
 
 
+def _check_labels(model: nn.Module, x: Tensor, y: Tensor, device) -> None:
+    """Every label in ``[0, K)``, K the model's class count (``model.num_classes``, else the
+    width of its output on one image): one scan of ``y`` per :func:`evaluate` call, so no
+    out-of-range label reaches the loss kernels (which index by label)."""
+    k = getattr(model, "num_classes", None)
+    if not isinstance(k, int) or isinstance(k, bool):
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                xb = x[:1].to(device)
+                out = model(xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb)
+        finally:
+            model.train(was)
+        k = out.shape[-1]
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= k:
+        raise ValueError(f"y must hold labels in [0, {k}) (the model has {k} classes), got labels in [{lo}, {hi}]")
+
+
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str] | str | Mapping = ("clean", "fgsm",
              "pgd20", "cw20"), *, eps: float, alpha: float | None = None, batch_size: int = 256, seed: int = 0,
              apgd_steps: int = 100, square_queries: int = 5000, progress: bool = False,
@@ -207,6 +227,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str] | st
         p = next(model.parameters(), None)
         device = p.device if p is not None else x.device
     device = torch.device(device)
+    _check_labels(model, x, y, device)
     N = x.shape[0]
     correct = {k: torch.zeros(N, dtype=torch.bool) for k in named}
     seconds: dict = {}
@@ -296,14 +317,15 @@ def select_subset(n_total: int, samples: int | None, seed: int = 0) -> Tensor | 
 
 
 def load_heldout(checkpoint: str, *, data_dir: str | None = None, samples: int | None = None,
-                 subset_seed: int = 0, device: str = "auto", splits=None):
-    """The model a checkpoint holds and the held-out images it is judged on.
+                 subset_seed: int = 0, device: str = "auto", splits=None, model=None):
+    """The model a checkpoint holds and the held-out images it is judged on (``model``: for a
+    run of a model of your own, see :func:`fastmix.checkpoint.load_model`).
 
     Returns ``(model, x uint8 (n, C, H, W), y int64 (n,), info)``: ``info`` holds the
     checkpoint's configuration (``config``), the dataset name, the subset (``subset_seed``,
     ``indices`` of the held-out images, or None for all) and the split's size.
     """
-    model, st = load_model(checkpoint, device)
+    model, st = load_model(checkpoint, device, model=model)
     cfg = st["config"]
     if splits is None:
         splits = fdata.load(cfg["dataset"], data_dir or cfg.get("data_dir"), seed=0)
@@ -320,16 +342,17 @@ def evaluate_checkpoint(path: str, attacks: Sequence[str] | str = ("clean", "fgs
                         eps: float | None = None, alpha: float | None = None, samples: int | None = None,
                         subset_seed: int = 0, batch_size: int = 500, data_dir: str | None = None,
                         device: str = "auto", seed: int = 0, splits=None, progress: bool = False,
-                        apgd_steps: int = 100, square_queries: int = 5000) -> SuiteResult:
+                        apgd_steps: int = 100, square_queries: int = 5000, model=None) -> SuiteResult:
     """:func:`evaluate` on the held-out split of the dataset a checkpoint names: all of it, or
     ``samples`` images drawn with ``subset_seed`` (the same images on every call).
 
     ``eps`` defaults to the training eps (the dataset's usual eps for a standard-trained
     model, whose training eps is 0). ``meta`` of the result records the checkpoint, the
-    dataset and the subset.
+    dataset and the subset. ``model``: for a run of a model of your own (an ``nn.Module`` or
+    the import string that builds it; :func:`fastmix.checkpoint.load_model`).
     """
     model, x, y, info = load_heldout(path, data_dir=data_dir, samples=samples, subset_seed=subset_seed,
-                                     device=device, splits=splits)
+                                     device=device, splits=splits, model=model)
     cfg = info["config"]
     eps = fdata.attack_eps(cfg["dataset"], eps, train_eps=cfg["eps"])
     res = evaluate(model, x, y, attacks, eps=eps, alpha=alpha, batch_size=batch_size, seed=seed,

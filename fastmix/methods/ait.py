@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..models import hooks
 from ._mixup import soft_ce
 from .base import Method, StepOutput, register
 
@@ -45,12 +46,17 @@ class AIT(Method):
         eps_y: label perturbation (0.5; 0.9 for CIFAR-100).
         interp_steps: L, the feature-attack steps (1).
         distance: ``"cos"`` (the paper's choice) or ``"l2"``.
+        features: the name of the module whose output is the feature vector (a key of
+            ``model.named_modules()``, read through a forward hook: :mod:`fastmix.models.hooks`;
+            CLI ``--opt features=NAME``). None: the model's own ``features(x)`` (fastmix's
+            models have one); a model with neither raises a ValueError naming this option.
     """
 
     name = "ait"
     attack_bn = "eval"
 
-    def __init__(self, *, eps_y: float = 0.5, interp_steps: int = 1, distance: str = "cos", **kw):
+    def __init__(self, *, eps_y: float = 0.5, interp_steps: int = 1, distance: str = "cos",
+                 features: str | None = None, **kw):
         super().__init__(**kw)
         if not 0.0 <= eps_y <= 1.0:
             raise ValueError(f"eps_y must be in [0, 1], got {eps_y}")
@@ -58,14 +64,23 @@ class AIT(Method):
             raise ValueError(f"interp_steps must be an int >= 1, got {interp_steps!r}")
         if distance not in ("cos", "l2"):
             raise ValueError(f"distance must be 'cos' or 'l2', got {distance!r}")
+        if features is not None and (not isinstance(features, str) or not features):
+            raise ValueError(f"features must be None or a module name, got {features!r}")
         self.eps_y, self.interp_steps, self.distance = float(eps_y), interp_steps, distance
+        self.features = features
+        self._feature_model = None
+
+    def bind(self, ctx) -> None:
+        super().bind(ctx)
+        # What the feature attack runs on: the model's features(x), or a hook on the named module.
+        self._feature_model = hooks.feature_model(ctx.attack_model, self.features, self.name)
 
     def loss(self, x, y, idx) -> StepOutput:
         from .. import attacks
         partner = x[ait_partner(x.shape[0], x.device)]
         bn_mode, bn_ctx = self.attack_bn_context()
         with bn_ctx:
-            x_adv = attacks.feature_attack(self.ctx.attack_model, x, partner, eps=self.eps, alpha=self.eps,
+            x_adv = attacks.feature_attack(self._feature_model, x, partner, eps=self.eps, alpha=self.eps,
                                            steps=self.interp_steps, distance=self.distance, random_start=True,
                                            bn_mode=bn_mode, check=False, **self.ctx.attack_options)
         logits = self.ctx.model(x_adv)

@@ -91,11 +91,14 @@ class StepOutput:
 class MethodContext:
     """What a bound method can use.
 
-    model: the training forward ``model(x, mix_layer=None, mix_fn=None) -> (B, K)`` logits;
-        may be a DDP or torch.compile wrapper. Backpropagate only through it.
+    model: the training forward ``model(x) -> (B, K)`` logits, any ``nn.Module`` (fastmix's
+        models also take ``mix_layer``/``mix_fn``; a user's layers are reached by name through
+        :mod:`fastmix.models.hooks`); may be a DDP or torch.compile wrapper. Backpropagate
+        only through it.
     attack_model: the same parameters without the DDP wrapper (attacks run many forwards
         that are never backpropagated into the weights).
-    module: the plain :class:`fastmix.models.MixableNet` (``features``, mixing points).
+    module: the plain module under those wrappers (a :class:`fastmix.models.MixableNet` or a
+        user's model), where named layers are resolved.
     num_classes, num_train: K and the training-set size (indices ``idx`` lie in ``[0, num_train)``).
     epochs, steps_per_epoch: the run's length.
     rank, world_size: this process's place in a distributed run.
@@ -209,6 +212,19 @@ class Method:
                 if p.kind == p.KEYWORD_ONLY and p.name not in out and hasattr(self, p.name):
                     out[p.name] = getattr(self, p.name)
         return out
+
+    # -------------------------------------- loop-level API (fastmix.methods.loop)
+    def attach(self, model: nn.Module, **kw) -> "Method":
+        """Bind to a model of your own for :meth:`step`, without a trainer (``train_data=``,
+        ``epochs=``, ...: see :func:`fastmix.methods.loop.attach`). Returns ``self``."""
+        from .loop import attach
+        return attach(self, model, **kw)
+
+    def step(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor | None = None) -> Tensor:
+        """The scalar loss of one batch from a hand-written loop: ``loss = method.step(model,
+        x, y)``; binds to ``model`` on first use (see :mod:`fastmix.methods.loop`)."""
+        from .loop import step
+        return step(self, model, x, y, idx)
 
     # ------------------------------------------------------------------- helpers
     def attack_bn_context(self, bn_mode: str | None = None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import ops
+from ..models import hooks
 from ._mixup import dominant_label, mixup_target, parse_lam_dist, sample_lam, soft_ce
 from .base import Method, StepOutput, register
 
@@ -35,16 +36,22 @@ class IAT(Method):
     soft CE over the ``2B`` rows *is* ``(L_c + L_a) / 2``. One forward of 2B rows instead
     of two of B: the same FLOPs, fewer kernel launches.
 
-    Manifold mixup (``manifold=True``, CLI ``iat-manifold``): the mixing point is drawn from
-    ``mix_layers`` (0 = the input, 1 = after block 1, 2 = after block 2; the model's
-    ``forward(x, mix_layer, mix_fn)``) and lambda ~ Beta(2, 2); input mixup uses
-    Beta(1, 1) = U(0, 1).
+    Manifold mixup (``manifold=True``, CLI ``iat-manifold``): the mixing point is drawn per
+    forward from ``mix_layers`` and lambda ~ Beta(2, 2); input mixup uses Beta(1, 1) = U(0, 1)
+    and calls the model as ``model(x_mixed)`` (any images -> logits module works).
+    ``mix_layers`` names modules of the model (``("layer1", "layer2")``: mix right after
+    them, through forward hooks, :mod:`fastmix.models.hooks`; the input is always a
+    candidate) or, on fastmix's own models, numbers their mixing points (0 = the input,
+    1 = after block 1, 2 = after block 2: ``forward(x, mix_layer, mix_fn)``), the default
+    there. A model of your own needs ``mix_layers`` names for manifold mixup.
 
     Args:
         manifold: mix at a random layer instead of the input.
         lam_dist: ``"beta:A"``, ``"uniform"`` or ``"const:L"``; None: Beta(1, 1) for mixup,
             Beta(2, 2) for manifold mixup (the paper's choices).
-        mix_layers: the candidate mixing points of manifold mixup.
+        mix_layers: the candidate mixing points of manifold mixup: module names (a tuple,
+            or ``"layer1,layer2"`` from the CLI) or fastmix mixing points ``(0, 1, 2)``;
+            None: the model's own points (fastmix models: ``(0, 1, 2)``).
         variant: ``"paper"`` or ``"mi-code"`` (above).
         steps: PGD steps, default 7 (the paper's section 4.1: "we always perform adversarial
             training using a 7-step PGD attack").
@@ -57,7 +64,7 @@ class IAT(Method):
     default_manifold = False
 
     # variant: the paper's Algorithm 1 first; the MI-shipped code's shared forward as an option
-    def __init__(self, *, manifold: bool | None = None, lam_dist=None, mix_layers=(0, 1, 2), variant: str = "paper",
+    def __init__(self, *, manifold: bool | None = None, lam_dist=None, mix_layers=None, variant: str = "paper",
                  **kw):
         super().__init__(**kw)
         self.manifold = self.default_manifold if manifold is None else bool(manifold)
@@ -65,21 +72,26 @@ class IAT(Method):
             lam_dist = "beta:2.0" if self.manifold else "beta:1.0"
         self._lam = parse_lam_dist(lam_dist)
         self.lam_dist = lam_dist
-        layers = tuple(int(v) for v in mix_layers)
-        if not layers or any(v not in (0, 1, 2) for v in layers):
-            raise ValueError(f"mix_layers must be a non-empty subset of (0, 1, 2), got {mix_layers!r}")
-        self.mix_layers = layers
+        self.mix_layers = hooks.parse_mix_layers(mix_layers)
+        self._points = self.mix_layers
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.variant = variant
 
-    def draw_layer(self) -> int:
+    def bind(self, ctx) -> None:
+        super().bind(ctx)
+        if self.manifold:  # resolve the mixing points on this model (names must exist)
+            self._points = hooks.check_mix_layers(ctx.module, self.mix_layers, self.name)
+
+    def draw_layer(self):
         """The mixing point of one forward: 0 for input mixup; for manifold mixup one of
-        ``mix_layers``. A host-side choice (it selects a module, so it must be a Python
-        int): drawn from the global CPU generator, with no device copy and no sync."""
+        ``mix_layers`` (an int mixing point or a module name). A host-side choice (it
+        selects a module): drawn from the global CPU generator, with no device copy and
+        no sync."""
         if not self.manifold:
             return 0
-        return self.mix_layers[int(torch.randint(len(self.mix_layers), (1,)))]
+        points = self._points if self._points is not None else (0, 1, 2)
+        return points[int(torch.randint(len(points), (1,)))]
 
     def _mixup_loss(self, x, y):
         """One of Algorithm 1's ``Loss(f, Mix, x, y)`` calls: per-sample soft CE ``(B,)``,
@@ -87,8 +99,8 @@ class IAT(Method):
         B = x.shape[0]
         perm = torch.randperm(B, device=x.device)
         lam = sample_lam(*self._lam, 1, x.device).repeat(B)
-        logits = self.ctx.model(x, mix_layer=self.draw_layer(),
-                                mix_fn=lambda h: ops.mix(h, h, lam, perm, check=False))
+        logits = hooks.mixed_forward(self.ctx.model, self.ctx.module, x, self.draw_layer(),
+                                     lambda h: ops.mix(h, h, lam, perm, check=False))
         target = mixup_target(y, lam, perm)
         return soft_ce(logits, target, reduction="none"), logits, target
 
@@ -109,7 +121,8 @@ class IAT(Method):
         perm = torch.cat([torch.randperm(B, device=dev), B + torch.randperm(B, device=dev)])
         lam = sample_lam(*self._lam, 2 * B, dev)
         layer = self.draw_layer()
-        logits = self.ctx.model(xx, mix_layer=layer, mix_fn=lambda h: ops.mix(h, h, lam, perm, check=False))
+        logits = hooks.mixed_forward(self.ctx.model, self.ctx.module, xx, layer,
+                                     lambda h: ops.mix(h, h, lam, perm, check=False))
         target = mixup_target(yy, lam, perm)
         per = soft_ce(logits, target, reduction="none")
         l_clean, l_adv = per[:B].mean(), per[B:].mean()

@@ -11,6 +11,7 @@ evaluation loops over images and draws in Python).
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -88,25 +89,32 @@ class MixupInference:
             raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
         if not isinstance(pool_x, Tensor) or pool_x.dim() < 2:
             raise ValueError(f"pool_x must be a (P, C, H, W) tensor, got {getattr(pool_x, 'shape', pool_x)!r}")
+        if pool_x.shape[0] == 0:
+            raise ValueError(f"pool_x is empty (shape {tuple(pool_x.shape)}); MI needs clean images of every class")
         if pool_x.dtype == torch.uint8:
             pool_x = pool_x.float().div_(255.0)
         if not pool_x.is_floating_point():
             raise ValueError(f"pool_x must be float (or uint8) images, got {pool_x.dtype}")
+        _check_images(pool_x, "pool_x")
         if not isinstance(pool_y, Tensor) or pool_y.shape != (pool_x.shape[0],) or pool_y.is_floating_point():
             raise ValueError(f"pool_y must be integer labels of shape ({pool_x.shape[0]},), got "
                              f"{getattr(pool_y, 'dtype', None)} {tuple(getattr(pool_y, 'shape', ()))}")
+        model_k = getattr(model, "num_classes", None)
         if num_classes is None:
-            num_classes = getattr(model, "num_classes", None)
-            if not isinstance(num_classes, int):
-                num_classes = int(pool_y.max()) + 1
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+            num_classes = model_k if isinstance(model_k, int) else int(pool_y.max()) + 1
+        elif isinstance(model_k, int) and num_classes != model_k:
+            raise ValueError(f"num_classes={num_classes!r} but the model has {model_k} classes "
+                             f"(model.num_classes); omit num_classes or pass {model_k}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         if int(pool_y.min()) < 0 or int(pool_y.max()) >= num_classes:
             raise ValueError(f"pool_y must lie in [0, {num_classes}), got [{int(pool_y.min())}, {int(pool_y.max())}]")
         counts = torch.bincount(pool_y.long().cpu(), minlength=num_classes)
         if bool((counts == 0).any()):
             missing = (counts == 0).nonzero().squeeze(1).tolist()
-            raise ValueError(f"the pool has no image of class(es) {missing}; MI needs every class")
+            hint = (f" (num_classes={num_classes} but the pool's labels stop at {int(pool_y.max())}: pass the "
+                    f"model's number of classes)" if min(missing) > int(pool_y.max()) else "")
+            raise ValueError(f"the pool has no image of class(es) {missing}; MI needs every class{hint}")
         self.model, self.mode, self.lam, self.n = model, mode, float(lam), n
         self.lam_pl, self.n_pl, self.threshold, self.chunk = float(lam_pl), n_pl, float(threshold), chunk
         self.num_classes = num_classes
@@ -157,15 +165,29 @@ class MixupInference:
 
     def _plain(self, x: Tensor) -> Tensor:
         outs = [F.softmax(self.model(x[s:s + self.chunk]).float(), dim=1) for s in range(0, x.shape[0], self.chunk)]
+        if outs[0].dim() != 2 or outs[0].shape[1] != self.num_classes:
+            raise ValueError(f"the model outputs shape {tuple(outs[0].shape)} but num_classes={self.num_classes}; "
+                             f"pass the model's number of classes")
         return torch.cat(outs)
 
     def _check(self, x: Tensor) -> Tensor:
+        """The one validation of a public call's input (metadata, then one NaN/range scan)."""
         if not isinstance(x, Tensor) or x.dim() != self.pool.dim() or x.shape[1:] != self.pool.shape[1:]:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, self.pool.shape[1:]))}), got "
                              f"{tuple(getattr(x, 'shape', ()))}")
+        if x.shape[0] == 0:
+            raise ValueError(f"x is an empty batch (shape {tuple(x.shape)}); pass at least one image")
         if x.device != self.pool.device:
             raise ValueError(f"x is on {x.device} but the pool is on {self.pool.device}")
-        return x if x.is_floating_point() else x.float().div_(255.0)
+        if not x.is_floating_point():
+            if x.dtype != torch.uint8:
+                raise ValueError(f"x must be float images in [0, 1] (or uint8 in [0, 255]), got {x.dtype}")
+            x = x.float().div_(255.0)
+        want = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), None)
+        if want is not None and x.dtype != want and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"x is {x.dtype} but the model's parameters are {want}; pass x.to({want})")
+        _check_images(x, "x")
+        return x
 
     def detect(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """MI-PL's detector: ``(score, flagged, plain)`` with ``score = p(pred | x) -
@@ -284,6 +306,16 @@ class MixupInference:
         x = self._check(x)
         return attacks.eot_pgd(self.model, x, y, transform=self.transform(x.shape[0]), eot_iter=eot_iter,
                                eot_batch=eot_batch, eps=eps, alpha=alpha, steps=steps, loss=loss, **kw)
+
+
+def _check_images(x: Tensor, name: str) -> None:
+    """One scan (a single host read) of a public input: no NaN/inf, values in [0, 1]."""
+    lo, hi = torch.stack(torch.aminmax(x.detach())).float().tolist()  # one host read
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    if lo < 0.0 or hi > 1.0:
+        hint = " (images in [0, 255]? divide by 255)" if hi > 1.0 else ""
+        raise ValueError(f"{name} must be images in [0, 1], got values in [{lo:g}, {hi:g}]{hint}")
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, pool_x: Tensor, pool_y: Tensor, *, attacks=("clean", "pgd20"),

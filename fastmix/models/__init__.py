@@ -53,6 +53,7 @@ def build(name: str, num_classes: int, in_channels: int = 3, image_size: int = 3
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels!r}")
     if not isinstance(image_size, int) or image_size < 4:
         raise ValueError(f"image_size must be an int >= 4, got {image_size!r}")
+    _check_options(name, kwargs)
     common = dict(mean=mean, std=std)
     if name == "cnn":
         return SmallCNN(num_classes, in_channels, image_size, **common, **kwargs)
@@ -65,6 +66,32 @@ def build(name: str, num_classes: int, in_channels: int = 3, image_size: int = 3
         return WideResNet(num_classes, in_channels, depth=int(m.group(1)), widen=int(m.group(2)),
                           **common, **kwargs)
     raise ValueError(f"model must be one of {', '.join(NAMES)} (or wrn-<depth>-<widen>), got {name!r}")
+
+
+# each model's options and what a valid value is (checked before anything is built)
+_POSITIVE_INT = "an int >= 1"
+_OPTIONS = {
+    "cnn": {"width": _POSITIVE_INT, "hidden": _POSITIVE_INT, "batch_norm": "a bool"},
+    "resnet18": {"width": _POSITIVE_INT},
+    "preact18": {"width": _POSITIVE_INT},
+    "wrn": {"dropout": "a number in [0, 1)"},
+}
+
+
+def _check_options(name: str, kwargs: dict) -> None:
+    """ValueError naming the option for an unknown option or a value out of range."""
+    known = _OPTIONS.get("wrn" if isinstance(name, str) and _WRN.match(name) else name)
+    if known is None:
+        return  # unknown model name: build() says so
+    for k, v in kwargs.items():
+        if k not in known:
+            raise ValueError(f"model {name} has no option {k!r} (its options: {', '.join(known) or 'none'})")
+        want = known[k]
+        ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 1 if want == _POSITIVE_INT else
+              isinstance(v, bool) if want == "a bool" else
+              isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1)
+        if not ok:
+            raise ValueError(f"model option {k} must be {want}, got {v!r}")
 
 
 def num_parameters(model: nn.Module) -> int:

@@ -6,8 +6,6 @@ never a ``(B, C)`` matrix): the fused soft cross-entropy takes its fields as arg
 build it. It lives here, at the bottom, so that no layer has to import another one
 sideways to name it.
 """
-from __future__ import annotations
-
 from typing import NamedTuple
 
 from torch import Tensor

@@ -46,7 +46,12 @@ class TrainConfig:
         autotuning off). cudnn_benchmark: ``torch.backends.cudnn.benchmark`` during the run
         (None: on for a GPU run unless deterministic). Both process-wide switches hold only
         while ``Trainer.fit`` runs and are restored afterwards.
-    out, resume: the run directory and whether to continue from ``out/last.pt``.
+    threads: CPU intra-op threads (``torch.set_num_threads``) for the run; None: torch's
+        current count. The count used is recorded (config.json, last.pt) and reused on
+        resume, because CPU results depend on it.
+    out, resume, overwrite: the run directory; continue the run in it from ``out/last.pt``
+        (its stored configuration; a field given differently is an error), or replace the
+        run in it. A directory holding a run is never reused without one of the two.
     stop_after: stop cleanly after this epoch (as if killed right after its checkpoint).
     device: ``auto``, ``cpu``, ``cuda``.
     progress: tqdm progress bars on rank 0.
@@ -81,9 +86,11 @@ class TrainConfig:
     compile: str = "none"
     seed: int = 0
     deterministic: bool = False
+    threads: int | None = None
     cudnn_benchmark: bool | None = None
     out: str = "runs/run"
     resume: bool = False
+    overwrite: bool = False
     stop_after: int | None = None
     device: str = "auto"
     progress: bool = True
@@ -128,6 +135,12 @@ class TrainConfig:
         need(not (self.fold_bn is True and self.compile == "model"), "fold_bn",
              "None or False with compile='model' (compiled code keeps the unfolded forward)")
         need(self.stop_after is None or self.stop_after >= 1, "stop_after", "None or >= 1")
+        need(self.threads is None or (isinstance(self.threads, int) and not isinstance(self.threads, bool)
+                                      and self.threads >= 1), "threads", "None or an int >= 1")
+        need(not (self.resume and self.overwrite), "overwrite", "False with resume=True (continue the run, or "
+             "replace it: not both)")
+        need(isinstance(self.model_opts, dict), "model_opts", "a dict")
+        need(isinstance(self.method_opts, dict), "method_opts", "a dict")
         need(self.cudnn_benchmark in (None, True, False), "cudnn_benchmark", "None, True or False")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
              "auto, cpu or cuda[:i]")
@@ -137,6 +150,23 @@ class TrainConfig:
         """Whether eval-mode attacks run with BatchNorm folded (``fold_bn`` resolved)."""
         return self.compile != "model" if self.fold_bn is None else self.fold_bn
 
+    #: fields that may differ when resuming: where and how the run is watched, not what it computes
+    RESUME_FREE = ("out", "resume", "overwrite", "stop_after", "progress", "device", "data_dir", "download")
+
+    def resume_conflicts(self, stored: dict) -> list[tuple[str, object, object]]:
+        """``(field, this value, stored value)`` for each result-changing field that differs
+        from a stored run's configuration (``threads=None`` means "the stored count")."""
+        out = []
+        for f in dataclasses.fields(self):
+            if f.name in self.RESUME_FREE or f.name not in stored:
+                continue
+            mine, theirs = getattr(self, f.name), stored[f.name]
+            if f.name == "threads" and mine is None:
+                continue
+            if _norm(mine) != _norm(theirs):
+                out.append((f.name, mine, theirs))
+        return out
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -144,3 +174,14 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _norm(v):
+    # JSON/torch round trips turn tuples into lists and ints into floats in places
+    if isinstance(v, (list, tuple)):
+        return [_norm(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _norm(x) for k, x in v.items()}
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v

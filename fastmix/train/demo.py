@@ -21,9 +21,11 @@ DEMO_ATTACKS = ("clean", "fgsm", "pgd20", "cw20")
 
 
 def run_demo(methods: Sequence[str] = ("standard", "at"), *, epochs: int | None = None, out: str = "runs/demo",
-             seed: int = 0, progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+             seed: int = 0, progress: bool = True, log: Callable[[str], None] | None = None,
+             overwrite: bool = False) -> dict:
     """Train each method on digits (``OUT/<method>/``) and evaluate its last checkpoint.
 
+    ``overwrite``: replace the runs of an earlier demo in ``OUT`` (otherwise an error).
     Returns ``{"wall_s", "eps", "attacks", "out", "results": {method: {attack: accuracy,
     "train_s": seconds of training}}}``.
     """
@@ -34,7 +36,8 @@ def run_demo(methods: Sequence[str] = ("standard", "at"), *, epochs: int | None 
     for method in methods:
         cfg = TrainConfig.for_dataset("digits", method=method, epochs=epochs)
         cfg = TrainConfig.for_dataset("digits", method=method, epochs=cfg.epochs, eval_every=cfg.epochs,
-                                      out=os.path.join(out, method), progress=progress, seed=seed)
+                                      out=os.path.join(out, method), progress=progress, seed=seed,
+                                      overwrite=overwrite)
         if log is not None:
             log(f"== training {method} on digits: {cfg.model} {cfg.model_opts}, {cfg.epochs} epochs, "
                 f"eps {cfg.eps}, attack steps {cfg.steps}")

@@ -15,13 +15,22 @@ Files written to ``cfg.out`` (by rank 0):
     config.json    the run's configuration
 
 Resuming (``resume=True``) restores the model, optimiser, schedule, scaler, method
-state, every RNG (python, numpy, torch CPU/CUDA per rank, the loader's generator) and
-the metric history, so a run stopped after epoch k and resumed reproduces the
-uninterrupted run.
+state, every RNG (python, numpy, torch CPU/CUDA per rank, the loader's generator), the
+CPU thread count and the metric history, so a run stopped after epoch k and resumed
+reproduces the uninterrupted run.
+
+A run directory is never reused silently: ``out`` holding a run needs ``resume=True``
+(then ``last.pt`` must exist and every result-changing field must match the stored run)
+or ``overwrite=True``. Each epoch's checkpoints are committed by
+:func:`fastmix.train.checkpoint.commit_epoch` (a new best staged, ``last.pt`` replaced,
+the best moved into place), so a kill at any point leaves ``best.pt`` the best epoch the
+history records, once resumed. Files are written with the user's umask.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import json
 import os
 import random
@@ -36,6 +45,7 @@ from .. import data as fdata
 from .. import dist
 from .. import methods as fmethods
 from .. import models as fmodels
+from ..models import user as user_models
 from .. import progress
 from ..attacks.specs import parse_attack
 from ..checkpoint import load_model, resolve_device  # noqa: F401  (load_model re-exported)
@@ -51,9 +61,24 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: TrainConfig, splits: fdata.Splits) -> fmodels.MixableNet:
+def build_model(cfg: TrainConfig, splits: fdata.Splits) -> nn.Module:
+    """``cfg.model``: a built-in name (:func:`fastmix.models.build`) or an import string
+    ``"pkg.mod:build"`` (:func:`fastmix.models.user.build`: called with the dataset's facts
+    it declares and ``cfg.model_opts``)."""
+    if user_models.is_import_string(cfg.model):
+        return user_models.build(cfg.model, splits.num_classes, splits.in_channels, splits.image_size,
+                                 mean=splits.mean, std=splits.std, **cfg.model_opts)
+    if isinstance(cfg.model, str) and cfg.model.startswith("<"):
+        raise ValueError(f"model={cfg.model!r} is a model object given to train(cfg, model=...); a run of it is "
+                         f"rebuilt (resumed) only by passing the object again: Trainer(cfg, model=...)")
     return fmodels.build(cfg.model, splits.num_classes, splits.in_channels, splits.image_size,
                          mean=splits.mean, std=splits.std, **cfg.model_opts)
+
+
+def object_model_name(model: nn.Module) -> str:
+    """What ``cfg.model`` records for a model object: ``"<module.QualName>"`` (not buildable)."""
+    t = type(model)
+    return f"<{t.__module__}.{t.__qualname__}>"
 
 
 class Trainer:
@@ -62,20 +87,32 @@ class Trainer:
     Args:
         cfg: the run configuration (see :class:`TrainConfig`).
         splits: an already loaded dataset (default: ``fastmix.data.load`` from ``cfg``).
+        model: a model of your own instead of ``cfg.model``: any ``nn.Module`` mapping
+            ``(B, C, H, W)`` images in ``[0, 1]`` to ``(B, K)`` logits (normalise inside it),
+            trained in place (moved to the run's device). Every method works with it; AIT
+            and manifold mixup need its layers named (``method_opts={"features": "pool"}``,
+            ``{"mix_layers": ("layer1", "layer2")}``). ``cfg.model`` is recorded as
+            ``"<module.ClassName>"``; to resume such a run, pass the model again.
     """
 
-    def __init__(self, cfg: TrainConfig, splits: fdata.Splits | None = None):
+    def __init__(self, cfg: TrainConfig, splits: fdata.Splits | None = None, *, model: nn.Module | None = None):
+        if model is not None and not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module (images -> logits) or None, got {type(model).__name__}")
         self.info = dist.init("cuda" if cfg.device.startswith("cuda") or
                               (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
         self.device = resolve_device(cfg.device, self.info.local_rank)
-        out_ckpt = os.path.join(cfg.out, "last.pt")
-        self.resumed_from = None
-        if cfg.resume and os.path.isfile(out_ckpt):
-            stored = ckpt.load(out_ckpt)
-            keep = {k: getattr(cfg, k) for k in ("out", "resume", "stop_after", "progress", "device", "data_dir")}
-            cfg = TrainConfig.from_dict({**stored["config"], **keep})
-            self.resumed_from = stored
+        if model is not None:  # before the run-directory check: a resumed run stored this name too
+            cfg = dataclasses.replace(cfg, model=object_model_name(model), model_opts={})
+        self.resumed_from = _check_run_dir(cfg)
+        if self.resumed_from is not None:
+            stored = self.resumed_from["config"]
+            keep = {k: getattr(cfg, k) for k in TrainConfig.RESUME_FREE}
+            cfg = TrainConfig.from_dict({**stored, **keep})
         self.cfg = cfg
+        # CPU results depend on the thread count: record the one used (a resume reuses it);
+        # it is set, like the other process-wide switches, only while fit() runs
+        if cfg.threads is None:
+            self.cfg = cfg = dataclasses.replace(cfg, threads=torch.get_num_threads())
         # Process-wide switches are set only while fit() runs (or inside process_switches()),
         # and given back as they were found.
         self.cudnn_benchmark = (False if cfg.deterministic else
@@ -85,7 +122,7 @@ class Trainer:
                                                                     seed=0)
         # The same initial weights on every rank (DDP would broadcast rank 0's anyway).
         seed_all(cfg.seed)
-        self.module = build_model(cfg, self.splits)
+        self.module = build_model(cfg, self.splits) if model is None else model
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.module.to(self.device, memory_format=fmt)
         if self.info.active and self.device.type == "cuda":
@@ -175,7 +212,8 @@ class Trainer:
         """The context in which the run's process-wide torch switches hold (``fit`` enters
         it; enter it yourself around direct ``train_epoch``/``evaluate`` calls): see
         :func:`process_switches`."""
-        return process_switches(deterministic=self.cfg.deterministic, cudnn_benchmark=self.cudnn_benchmark)
+        return process_switches(deterministic=self.cfg.deterministic, cudnn_benchmark=self.cudnn_benchmark,
+                                threads=self.cfg.threads)
 
     def _autocast(self):
         if self.cfg.amp == "none":
@@ -223,15 +261,16 @@ class Trainer:
                           f"{self.info.world_size}: RNG streams are re-seeded, so the run will not be bit-exact")
             seed_all(self.cfg.seed * 1_000_003 + 1 + self.info.rank + 7919 * self.epoch)
         if self.info.is_main:  # the metrics file always agrees with the checkpoint it resumes from
+            ckpt.recover(self.cfg.out, st)  # a kill inside commit_epoch: finish or undo it
             ckpt.write_text_atomic("".join(json.dumps(h) + "\n" for h in self.history),
                                    os.path.join(self.cfg.out, "metrics.jsonl"))
 
     def _save(self, is_best: bool) -> None:
         state = self.state_dict()  # collective: every rank takes part
         if self.info.is_main:
-            ckpt.save_atomic(state, os.path.join(self.cfg.out, "last.pt"))
-            if is_best:
-                ckpt.save_atomic(state, os.path.join(self.cfg.out, "best.pt"))
+            # best.pt is staged before last.pt and moved into place after it (ckpt.commit_epoch),
+            # so a kill between the writes never leaves a best.pt that last.pt's history disowns
+            ckpt.commit_epoch(state, self.cfg.out, is_best)
             with open(os.path.join(self.cfg.out, "metrics.jsonl"), "a") as f:
                 f.write(json.dumps(self.history[-1]) + "\n")
         dist.barrier()
@@ -326,6 +365,10 @@ class Trainer:
             for name in os.listdir(cfg.out):  # torn writes of a killed run
                 if name.startswith(".tmp-"):
                     os.unlink(os.path.join(cfg.out, name))
+            if cfg.overwrite and self.epoch == 0:  # asked for: the old run's files go before the first write
+                for name in RUN_FILES + (ckpt.PENDING_BEST,):
+                    if os.path.isfile(os.path.join(cfg.out, name)):
+                        os.unlink(os.path.join(cfg.out, name))
             ckpt.write_text_atomic(json.dumps(cfg.to_dict(), indent=1) + "\n", os.path.join(cfg.out, "config.json"))
             if self.epoch == 0:
                 ckpt.write_text_atomic("", os.path.join(cfg.out, "metrics.jsonl"))
@@ -359,20 +402,69 @@ class Trainer:
             if cfg.stop_after is not None and self.epoch >= cfg.stop_after:
                 break
 
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.json")
+
+
+def _check_run_dir(cfg: TrainConfig) -> dict | None:
+    """The run-directory rule: ``cfg.out`` holding a run is reused only with ``resume`` (it
+    must then hold ``last.pt``, and result-changing fields must match the stored run) or
+    ``overwrite``. Returns the checkpoint to resume from, or None."""
+    out = cfg.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FileExistsError(f"out {out!r} is a file, not a run directory (choose another --out)")
+    up = os.path.dirname(os.path.abspath(out))
+    while up and not os.path.exists(up):
+        up = os.path.dirname(up)
+    if up and not os.path.isdir(up):
+        raise NotADirectoryError(errno.ENOTDIR, f"out {out!r} lies under {up!r}, which is a file, not a directory "
+                                 f"(choose another --out)")
+    last = os.path.join(out, "last.pt")
+    present = [n for n in RUN_FILES if os.path.exists(os.path.join(out, n))]
+    if cfg.resume:
+        if not os.path.isfile(last):
+            held = f" (it holds {', '.join(present)} but no last.pt)" if present else ""
+            where = f"{out} has no last.pt{held}" if os.path.isdir(out) else f"{out} does not exist"
+            raise FileNotFoundError(f"cannot resume: {where}; nothing was changed (train without --resume to start "
+                                    f"a new run, or give the --out of an existing run)")
+        stored = ckpt.load(last)
+        bad = cfg.resume_conflicts(stored["config"])
+        if str(stored["config"].get("model", "")).startswith("<"):  # a model object: build_model says how
+            bad = [b for b in bad if b[0] not in ("model", "model_opts")]
+        if bad:
+            flag = {"method_opts": "--opt", "model_opts": "--model-opt"}
+            lines = ", ".join(f"{k}={mine!r} (stored: {theirs!r}; flag {flag.get(k, '--' + k.replace('_', '-'))})"
+                              for k, mine, theirs in bad)
+            raise ValueError(f"cannot resume {out}: {lines} differ from the run being resumed; drop them to "
+                             f"continue it, or start a new run (another --out, or --overwrite)")
+        return stored
+    if present and not cfg.overwrite:
+        raise FileExistsError(f"{out} already holds a run ({', '.join(present)}); pass --resume to continue it, "
+                              f"--overwrite to replace it, or choose another --out")
+    return None
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
 
 @contextlib.contextmanager
-def process_switches(*, deterministic: bool = False, cudnn_benchmark: bool | None = None):
+def process_switches(*, deterministic: bool = False, cudnn_benchmark: bool | None = None, threads: int | None = None):
     """Set torch's process-wide switches for a run, and restore each one on exit (also
     when the body raises).
 
     ``deterministic``: ``torch.use_deterministic_algorithms(True)``, cuDNN autotuning off
     and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless already set. ``cudnn_benchmark``:
-    ``torch.backends.cudnn.benchmark`` (None: left as it is). Thread counts are not
-    touched (``fastmix train --threads`` sets them for its own process).
+    ``torch.backends.cudnn.benchmark`` (None: left as it is). ``threads``:
+    ``torch.set_num_threads`` (None: left as it is; CPU results depend on it, so the
+    trainer records the count and a resume reuses it).
     """
     before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+              torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"), torch.get_num_threads())
     try:
+        if threads is not None and threads != before[4]:
+            torch.set_num_threads(threads)
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -383,6 +475,8 @@ def process_switches(*, deterministic: bool = False, cudnn_benchmark: bool | Non
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.benchmark = before[2]
+        if torch.get_num_threads() != before[4]:
+            torch.set_num_threads(before[4])
         if before[3] is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
         else:
@@ -397,8 +491,9 @@ def _summary(row: dict) -> str:
             f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s" + ("  *best" if row["is_best"] else ""))
 
 
-def train(cfg: TrainConfig, splits: fdata.Splits | None = None) -> Trainer:
-    """Build a :class:`Trainer` for ``cfg`` and run it; returns the trainer (``.history``, ``.module``)."""
-    t = Trainer(cfg, splits)
+def train(cfg: TrainConfig, splits: fdata.Splits | None = None, *, model: nn.Module | None = None) -> Trainer:
+    """Build a :class:`Trainer` for ``cfg`` (with your own ``model``, if given) and run it;
+    returns the trainer (``.history``, ``.module``)."""
+    t = Trainer(cfg, splits, model=model)
     t.fit()
     return t
