@@ -241,13 +241,17 @@ def environment() -> dict:
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 
-def run_steps(workloads, methods, providers, rounds, steps, tmp, log=print) -> list[dict]:
+def run_steps(workloads, methods, providers, rounds, steps, tmp, log=print, deadline=None) -> list[dict]:
     """Per workload and method, every provider interleaved; ratios per round to ``naive``
-    (and to ``fastmix``, the fp32 eager path), medians over the rounds."""
+    (and to ``fastmix``, the default path), medians over the rounds. ``deadline``
+    (a ``time.perf_counter()`` value): start no new method after it."""
     from naive_steps import NAIVE
     rows = []
     for w in workloads:
         for m in methods:
+            if deadline is not None and time.perf_counter() > deadline:
+                log(f"deadline reached: {m} and later methods not measured")
+                return rows
             provs = [p for p in providers if p != "naive" or m in NAIVE]
             fns, batch = {}, None
             for p in provs:
