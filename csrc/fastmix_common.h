@@ -49,22 +49,51 @@ inline int64_t sample_numel(const char* op, const at::Tensor& t) {
   return D;
 }
 
-// `t` must share `ref`'s per-sample shape and memory layout (so raw storage offsets
-// line up).  Strides of size-1 dimensions are irrelevant to the layout and are not
-// compared; `same_batch` also requires the same batch size.
+// `t` must share `ref`'s shape and memory layout (so raw storage offsets line up):
+// same sizes, and the same stride in every dimension of size > 1, dimension 0
+// included, so an expand()-ed tensor (stride 0) or a [::2] slice of the batch
+// (stride 2*D) is rejected instead of being read as if it were dense (issue 17.3).
+// With `same_batch` false (mix's `b`, a pool of another size) dimension 0 is left
+// out of the comparison and `t` is checked to be dense with the batch outermost.
+// A storage offset is fine: the kernels start from data_ptr().
 inline void check_like(const char* op, const at::Tensor& ref, const at::Tensor& t, const char* name,
                        bool same_batch = true, bool same_dtype = true) {
   TORCH_CHECK(t.dim() == ref.dim(), op, ": ", name, " must have ", ref.dim(), " dims, got ", t.dim());
+  if (!same_batch) sample_numel(op, t);
   for (int64_t d = same_batch ? 0 : 1; d < ref.dim(); ++d) {
     TORCH_CHECK(t.size(d) == ref.size(d), op, ": ", name, " has shape ", t.sizes(), ", expected ",
                 ref.sizes());
-    TORCH_CHECK(d == 0 || t.size(d) == 1 || t.stride(d) == ref.stride(d), op, ": ", name,
-                " must have the same memory format as the first input");
+    // (strides of an empty tensor are meaningless, and nothing is read)
+    TORCH_CHECK(t.size(d) == 1 || ref.numel() == 0 || t.stride(d) == ref.stride(d), op, ": ", name, " has strides ", t.strides(),
+                ", expected ", ref.strides(), " (the memory layout of the first input; pass a dense copy)");
   }
   TORCH_CHECK(!same_dtype || t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ",
               t.scalar_type(), ", expected ", ref.scalar_type());
   TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), ", expected ",
               ref.device());
+}
+
+// Memory safety of every gather/scatter by a label or index (issue 11.2): on the CPU
+// the B values are scanned serially before any parallel loop runs (B int64 reads,
+// far below the cost of the kernel, and no exception can start inside an OpenMP
+// region); the first value outside [0, limit) raises an IndexError naming the
+// argument, the row, the value and the valid range.  CUDA kernels check the same
+// condition with CUDA_KERNEL_ASSERT where they read the value (no host sync).
+// `noun` completes "out of range for <limit> <noun>", e.g. "classes" or "rows of b".
+inline void check_index_range(const char* op, const at::Tensor& t, const char* name, int64_t limit,
+                              const char* noun) {
+  const int64_t n = t.numel();
+  const int64_t* p = t.const_data_ptr<int64_t>();
+  int64_t bad = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t v = p[i];
+    if (v < 0 || v >= limit) {
+      bad = i;
+      break;
+    }
+  }
+  TORCH_CHECK_INDEX(bad < 0, op, ": ", name, "[", bad, "] = ", bad < 0 ? 0 : p[bad], " is out of range for ",
+                    limit, " ", noun, " (need 0 <= ", name, " < ", limit, ")");
 }
 
 // A per-sample vector (float32 scalars, or int64 labels/indices): contiguous, shape (B,).

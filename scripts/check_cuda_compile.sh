@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Compile-checks every csrc/cuda/*.cu for one GPU architecture, without linking and
-# without needing a GPU or a CUDA build of torch: the CPU torch wheel ships the c10/cuda
-# and ATen/cuda headers the kernels use.  Exits 0 with a message when nvcc is absent.
+# Compile-checks every csrc/cuda/*.cu with the flags of the real build, without
+# linking and without needing a GPU or a CUDA build of torch (the CPU torch wheel
+# ships the c10/cuda and ATen/cuda headers the kernels use).  The flags and the GPU
+# architectures come from csrc/build_flags.py, the one definition setup.py uses
+# (FASTMIX_CUDA_ARCH, else TORCH_CUDA_ARCH_LIST, else 9.0+PTX = sm_90 SASS + PTX).
+# Exits 0 with a message when nvcc is absent.
 #
-#   scripts/check_cuda_compile.sh            # sm_90 (H100)
-#   CUDA_ARCH=sm_80 scripts/check_cuda_compile.sh
+#   scripts/check_cuda_compile.sh                       # sm_90 SASS + compute_90 PTX
+#   FASTMIX_CUDA_ARCH="8.0;9.0+PTX" scripts/check_cuda_compile.sh
+#   KEEP_DIR=/tmp/objs scripts/check_cuda_compile.sh    # keep the objects (cuobjdump)
+#   PTX_DIR=/tmp/ptx scripts/check_cuda_compile.sh      # also copy the checked PTX there
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -22,27 +27,15 @@ if [[ -z "$NVCC" ]]; then
 fi
 
 PYTHON="${PYTHON:-python}"
-TORCH_INC="$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include"))')"
-PY_INC="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
-CXX11_ABI="$("$PYTHON" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')"
-ARCH="${CUDA_ARCH:-sm_90}"
-OUT_DIR="$(mktemp -d)"
-trap 'rm -rf "$OUT_DIR"' EXIT
-
-# The same flags setup.py gives nvcc, plus what torch.utils.cpp_extension adds.
-# A CPU torch wheel lacks the generated c10/cuda/impl/cuda_cmake_macros.h (it only
-# carries a Windows DLL-export switch), so skip it when it is not installed.
-EXTRA=()
-if [[ ! -f "$TORCH_INC/c10/cuda/impl/cuda_cmake_macros.h" ]]; then
-  EXTRA+=(-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE)
+mapfile -t FLAGS < <("$PYTHON" csrc/build_flags.py nvcc)
+ARCH="$("$PYTHON" csrc/build_flags.py arch)"
+if [[ -n "${KEEP_DIR:-}" ]]; then
+  OUT_DIR="$KEEP_DIR"
+  mkdir -p "$OUT_DIR"
+else
+  OUT_DIR="$(mktemp -d)"
+  trap 'rm -rf "$OUT_DIR"' EXIT
 fi
-FLAGS=("${EXTRA[@]}" -std=c++17 -O3 --use_fast_math --expt-relaxed-constexpr -arch="$ARCH"
-       -DFASTMIX_WITH_CUDA=1 -DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_C
-       "-D_GLIBCXX_USE_CXX11_ABI=$CXX11_ABI"
-       -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__
-       -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__
-       -I"$TORCH_INC" -I"$TORCH_INC/torch/csrc/api/include" -I"$PY_INC"
-       -Xcompiler -fPIC -Xcompiler -Wno-c++20-extensions -diag-suppress=20012,3306)
 
 echo "check_cuda_compile: $("$NVCC" --version | tail -n 1), arch $ARCH"
 status=0
@@ -53,11 +46,29 @@ if (( ${#files[@]} == 0 )); then
   exit 0
 fi
 for f in "${files[@]}"; do
-  if "$NVCC" "${FLAGS[@]}" -c "$f" -o "$OUT_DIR/$(basename "$f").o"; then
+  keep="$OUT_DIR/keep_$(basename "$f" .cu)"
+  mkdir -p "$keep"
+  # -keep leaves the PTX of this very compile in $keep, for the numerics check below
+  if "$NVCC" "${FLAGS[@]}" -keep -keep-dir "$keep" -c "$f" -o "$OUT_DIR/$(basename "$f").o"; then
     echo "  ok      $f"
   else
     echo "  FAILED  $f"
     status=1
   fi
 done
-exit $status
+(( status == 0 )) || exit $status
+
+# Numerics of the generated code (csrc/ptx_rules.py): no flush-to-zero, no approximate
+# instruction except the written-out one inside expf, IEEE sqrt/div in the L2 kernels,
+# no FMA contraction in the kernels that are bitwise equal to the reference.
+ptx=("$OUT_DIR"/keep_*/*.ptx)
+if (( ${#ptx[@]} == 0 )); then
+  echo "check_cuda_compile: nvcc -keep left no PTX (is a +PTX or compute_XY target listed?)"
+  exit 1
+fi
+if [[ -n "${PTX_DIR:-}" ]]; then
+  mkdir -p "$PTX_DIR"
+  cp "${ptx[@]}" "$PTX_DIR"/
+fi
+"$PYTHON" csrc/ptx_rules.py "${ptx[@]}" || exit 1
+exit 0

@@ -84,6 +84,7 @@ void pgd_step_(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x_
 at::Tensor random_start(const at::Tensor& x_nat, const at::Tensor& noise, const at::Tensor& eps,
                         const at::Tensor& radius, int64_t norm, double lo_d, double hi_d) {
   const char* opname = "random_start";
+  check_device_type(opname, x_nat, at::kCPU);
   sample_numel(opname, x_nat);
   check_like(opname, x_nat, noise, "noise", true, /*same_dtype=*/false);
   TORCH_CHECK(noise.scalar_type() == at::kFloat, opname, ": noise must be float32, got ", noise.scalar_type());
@@ -118,12 +119,13 @@ at::Tensor random_start(const at::Tensor& x_nat, const at::Tensor& noise, const 
 
 at::Tensor mix(const at::Tensor& a, const at::Tensor& b, const at::Tensor& lam, const at::Tensor& index) {
   const char* opname = "mix";
+  check_device_type(opname, a, at::kCPU);
   sample_numel(opname, a);
-  sample_numel(opname, b);
   check_like(opname, a, b, "b", /*same_batch=*/false);
   const int64_t B = a.size(0);
   check_vec(opname, lam, B, "lam", a.device());
   check_vec(opname, index, B, "index", a.device(), at::kLong);
+  check_index_range(opname, index, "index", b.size(0), "rows of b");
   at::Tensor out = at::empty_like(a);
   const int64_t N = a.numel();
   if (N == 0) return out;

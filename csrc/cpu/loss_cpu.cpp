@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include "../fastmix_common.h"
+#include "../soft_ce_math.h"
 #include "cpu_utils.h"
 
 namespace fastmix {
@@ -59,6 +60,8 @@ std::tuple<at::Tensor, at::Tensor> soft_ce_fwd(const at::Tensor& logits, const a
   check_soft_ce_targets(op, logits, ya, yb, w, sa, sb, at::kCPU);
   const int64_t B = logits.size(0);
   const int64_t C = logits.size(1);
+  check_index_range(op, ya, "ya", C, "classes");
+  check_index_range(op, yb, "yb", C, "classes");
   const auto f32 = logits.options().dtype(at::kFloat);
   at::Tensor loss = at::empty({B}, f32);
   at::Tensor lse = at::empty({B}, f32);
@@ -85,6 +88,8 @@ at::Tensor soft_ce_bwd(const at::Tensor& grad_loss, const at::Tensor& logits, co
   check_soft_ce_targets(op, logits, ya, yb, w, sa, sb, at::kCPU);
   const int64_t B = logits.size(0);
   const int64_t C = logits.size(1);
+  check_index_range(op, ya, "ya", C, "classes");
+  check_index_range(op, yb, "yb", C, "classes");
   check_vec(op, grad_loss, B, "grad_loss", logits.device());
   check_vec(op, lse, B, "lse", logits.device());
   at::Tensor out = at::empty({B, C}, logits.options());
@@ -107,10 +112,12 @@ at::Tensor soft_ce_bwd(const at::Tensor& grad_loss, const at::Tensor& logits, co
 
 std::tuple<at::Tensor, at::Tensor> cw_margin_fwd(const at::Tensor& logits, const at::Tensor& y, double kappa_d) {
   const char* op = "cw_margin_fwd";
+  check_device_type(op, logits, at::kCPU);
   check_logits(op, logits);
   const int64_t B = logits.size(0);
   const int64_t C = logits.size(1);
   check_vec(op, y, B, "y", logits.device(), at::kLong);
+  check_index_range(op, y, "y", C, "classes");
   const float kappa = static_cast<float>(kappa_d);
   at::Tensor margin = at::empty({B}, logits.options().dtype(at::kFloat));
   at::Tensor jstar = at::empty({B}, logits.options().dtype(at::kLong));
@@ -129,6 +136,7 @@ std::tuple<at::Tensor, at::Tensor> cw_margin_fwd(const at::Tensor& logits, const
 at::Tensor cw_margin_bwd(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& y,
                          const at::Tensor& jstar, const at::Tensor& margin, double kappa_d) {
   const char* op = "cw_margin_bwd";
+  check_device_type(op, logits, at::kCPU);
   check_logits(op, logits);
   const int64_t B = logits.size(0);
   const int64_t C = logits.size(1);
@@ -137,6 +145,8 @@ at::Tensor cw_margin_bwd(const at::Tensor& grad, const at::Tensor& logits, const
   check_vec(op, y, B, "y", dev, at::kLong);
   check_vec(op, jstar, B, "jstar", dev, at::kLong);
   check_vec(op, margin, B, "margin", dev);
+  check_index_range(op, y, "y", C, "classes");
+  check_index_range(op, jstar, "jstar", C, "classes");
   const float kappa = static_cast<float>(kappa_d);
   at::Tensor out = at::empty({B, C}, logits.options());
   FASTMIX_DISPATCH_FLOAT(logits.scalar_type(), op, [&] {

@@ -58,13 +58,31 @@ __device__ __forceinline__ void store_f(T* p, const float (&in)[N]) {
 inline bool is_aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 // ---------------------------------------------------------------------------
-// Float helpers.  setup.py compiles with --use_fast_math, which would contract
-// a*b + c into an FMA; the explicitly rounded intrinsics keep the reference's
-// rounding where the CPU kernels are bit-identical to it (mix, L-inf start).
+// Float helpers.  No --use_fast_math (csrc/build_flags.py), but nvcc still contracts
+// a*b + c into an FMA by default; the explicitly rounded intrinsics, which are never
+// contracted, spell out the operations whose rounding the parity rule of docs/OPS.md
+// fixes (bitwise equal to the CPU kernels and the reference for mix and the L-inf
+// ops, the Triton operation order for L2).
 // ---------------------------------------------------------------------------
 __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
 __device__ __forceinline__ float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+__device__ __forceinline__ float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+__device__ __forceinline__ float sqrt_rn(float a) { return __fsqrt_rn(a); }
+
+// Device-side bounds check of a label or index read from memory (issue 11.2): a
+// failed check aborts the kernel with "device-side assert triggered" (the host sees
+// it at the next synchronising call), printing the message with file and line,
+// instead of reading or writing out of bounds.  Active in release builds
+// (CUDA_KERNEL_ASSERT ignores NDEBUG); costs one compare per loaded value.  The
+// message is a literal on purpose: the printf variant (CUDA_KERNEL_ASSERT_PRINTF,
+// which could print the value) gives every kernel a 48-byte stack frame.
+#ifdef CUDA_KERNEL_ASSERT_MSG
+#define FASTMIX_ASSERT_INDEX(v, n, what) \
+  CUDA_KERNEL_ASSERT_MSG((v) >= 0 && (v) < (n), "fastmix: " what " out of range [0, n)")
+#else
+#define FASTMIX_ASSERT_INDEX(v, n, what) CUDA_KERNEL_ASSERT((v) >= 0 && (v) < (n))
+#endif
 
 // torch.maximum / torch.minimum: NaN in either argument propagates (fmaxf drops it).
 __device__ __forceinline__ float nan_max(float a, float b) { return (a > b || a != a) ? a : b; }
@@ -96,6 +114,11 @@ __device__ __forceinline__ float block_sum(float v, float* smem) {
   __syncthreads();  // smem is free again
   return v;
 }
+
+// shfl_xor for group_reduce: overloads for the value types it reduces (a float one
+// here, structs next to their kernels; a builtin type has no namespace for
+// argument-dependent lookup, so its overload must precede the template).
+__device__ __forceinline__ float shfl_xor(float v, int off) { return __shfl_xor_sync(kFullMask, v, off); }
 
 // Reduction of an arbitrary value type over a group of GROUP threads that is either
 // one warp (GROUP == 32) or the whole block.  `combine` must be commutative so that

@@ -1,17 +1,25 @@
 // CUDA kernels of the loss ops: soft_ce_fwd/bwd and cw_margin_fwd/bwd.
 //
-// Forward kernels reduce rows of the (B, C) logits: one warp per row for
-// C <= kWarpRowMaxC (no __syncthreads, several rows per block), one block per row
-// above that.  soft_ce_fwd is a single pass over the row: every thread keeps an
-// online (max, sum of exp) pair plus the plain sum S, and the pairs are merged by
-// rescaling.  The dense target is never formed (it has three distinct values per
-// row).  Backward kernels are element-wise over B*C (flat grid-stride, vectorised
-// when C is a multiple of the pack width), which keeps all lanes busy even for
-// C = 10.  No host synchronisation, so everything is CUDA-graph capturable.
+// Forward kernels and soft_ce_bwd reduce rows of the (B, C) logits: one warp per row
+// for C <= kWarpRowMaxC (several rows per block), one block per row above that.
+// soft_ce_fwd is a single pass over the row: every thread keeps an online (max, sum
+// of exp) pair plus the plain sum S, and the pairs are merged by rescaling.  The
+// dense target is never formed (it has three distinct values per row).
+// soft_ce_bwd is a row kernel too, because the gradient at the target classes needs
+// the sum of the other probabilities (csrc/soft_ce_math.h); cw_margin_bwd is
+// element-wise over B*C.  No host synchronisation, so everything is CUDA-graph
+// capturable.
+//
+// exp/log: the accurate expf/logf (max error 2 / 1 ulp; the compiled expf contains
+// one ex2.approx.ftz on its range-reduced argument, which can neither be subnormal
+// nor flush anything: that is the only approx/ftz instruction in these kernels, see
+// tests/test_csrc_build.py), not __expf, whose error grows with |x|: the softmax
+// must stay within 2x of torch's own float32 error (issue 11.5).
 #include <torch/library.h>
 
 #include <cmath>
 
+#include "../soft_ce_math.h"
 #include "cuda_utils.cuh"
 
 namespace fastmix {
@@ -51,18 +59,18 @@ __device__ __forceinline__ SoftmaxStats merge(const SoftmaxStats& a, const Softm
   const float m = fmaxf(a.m, b.m);
   const float base = lse_base(m);
   // s == 0 exactly when nothing was accumulated; skipping it avoids 0 * inf.
-  const float sa = a.s == 0.0f ? 0.0f : a.s * __expf(a.m - base);
-  const float sb = b.s == 0.0f ? 0.0f : b.s * __expf(b.m - base);
+  const float sa = a.s == 0.0f ? 0.0f : a.s * expf(a.m - base);
+  const float sb = b.s == 0.0f ? 0.0f : b.s * expf(b.m - base);
   return {m, sa + sb, a.S + b.S};
 }
 
 __device__ __forceinline__ void accumulate(SoftmaxStats& st, float z) {
   if (z > st.m) {  // new max: rescale what was summed so far (rare after a few elements)
     const float base = lse_base(z);
-    st.s = (st.s == 0.0f ? 0.0f : st.s * __expf(st.m - base)) + __expf(z - base);
+    st.s = (st.s == 0.0f ? 0.0f : st.s * expf(st.m - base)) + expf(z - base);
     st.m = z;
   } else {
-    st.s += __expf(z - lse_base(st.m));
+    st.s += expf(z - lse_base(st.m));
   }
   st.S += z;
 }
@@ -90,20 +98,18 @@ __global__ void __launch_bounds__(GROUP == 32 ? 32 * kWarpsPerBlock : GROUP)
     }
     st = group_reduce<GROUP>(st, [](const SoftmaxStats& a, const SoftmaxStats& b) { return merge(a, b); }, smem);
     if (tid == 0) {
-      const float l = __logf(st.s) + lse_base(st.m);
+      const float shift = lse_base(st.m);
+      const float lse_shifted = logf(st.s);
       const int64_t ia = ya[r];
       const int64_t ib = yb[r];
-      const float wr = w[r];
+      FASTMIX_ASSERT_INDEX(ia, C, "soft_ce: ya");
+      FASTMIX_ASSERT_INDEX(ib, C, "soft_ce: yb");
       const float sar = sa[r];
       const float sbr = sb[r];
       const float cm1 = static_cast<float>(C - 1);
-      const float za = static_cast<float>(z[ia]);
-      const float zb = static_cast<float>(z[ib]);
-      // sum_c t_c z_c = w*(sa*z_ya + (1-sa)/(C-1)*(S - z_ya)) + (1-w)*(same for b)
-      const float dot = wr * (sar * za + (1.0f - sar) / cm1 * (st.S - za)) +
-                        (1.0f - wr) * (sbr * zb + (1.0f - sbr) / cm1 * (st.S - zb));
-      lse[r] = l;
-      loss[r] = l - dot;
+      lse[r] = lse_shifted + shift;
+      loss[r] = soft_ce_loss(lse_shifted, shift, st.S, static_cast<float>(z[ia]), static_cast<float>(z[ib]), w[r],
+                             sar, sbr, (1.0f - sar) / cm1, (1.0f - sbr) / cm1, cm1);
     }
   }
 }
@@ -141,6 +147,7 @@ __global__ void __launch_bounds__(GROUP == 32 ? 32 * kWarpsPerBlock : GROUP)
   for (int64_t r = row0; r < B; r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
     const T* z = logits + r * C;
     const int64_t yr = y[r];
+    FASTMIX_ASSERT_INDEX(yr, C, "cw_margin: y");
     // The sentinel index loses every tie, so any real class replaces it.
     ArgMax best{-INFINITY, INT64_MAX};
     for (int64_t p = tid; p < npack; p += GROUP) {
@@ -164,17 +171,24 @@ __global__ void __launch_bounds__(GROUP == 32 ? 32 * kWarpsPerBlock : GROUP)
 // ---------------------------------------------------------------------------
 // Backward kernels: element-wise over B*C packs.
 // ---------------------------------------------------------------------------
-template <typename T, int VEC, typename I>
-__global__ void __launch_bounds__(kEwThreads)
+// soft_ce_bwd: one row per GROUP threads, like the forward.  Every class gets
+// g*(p - t_off); the group sums p over the classes outside {ya, yb}; then lane 0
+// rewrites the (at most two) target classes with the cancellation-free form.
+template <typename T, int VEC, int GROUP>
+__global__ void __launch_bounds__(GROUP == 32 ? 32 * kWarpsPerBlock : GROUP)
     soft_ce_bwd_kernel(const float* __restrict__ grad_loss, const T* __restrict__ logits,
                        const float* __restrict__ lse, const int64_t* __restrict__ ya, const int64_t* __restrict__ yb,
                        const float* __restrict__ w, const float* __restrict__ sa, const float* __restrict__ sb,
-                       T* __restrict__ out, I npack, IntDivider<I> pack_to_row, int64_t C) {
-  const float inv_cm1 = 1.0f / static_cast<float>(C - 1);
-  for (I p = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x; p < npack;
-       p += static_cast<I>(gridDim.x) * blockDim.x) {
-    const I r = pack_to_row.div(p);
-    // Per-row scalars: the same few cache lines for every pack of the row.
+                       T* __restrict__ out, int64_t B, int64_t C) {
+  __shared__ float smem[GROUP / 32];
+  constexpr int kRowsPerBlock = GROUP == 32 ? kWarpsPerBlock : 1;
+  const int tid = GROUP == 32 ? (threadIdx.x & 31) : threadIdx.x;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (GROUP == 32 ? threadIdx.x >> 5 : 0);
+  const int64_t npack = C / VEC;
+  const float cm1 = static_cast<float>(C - 1);
+  for (int64_t r = row0; r < B; r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
+    const T* z = logits + r * C;
+    T* o = out + r * C;
     const float g = grad_loss[r];
     const float l = lse[r];
     const float wr = w[r];
@@ -182,19 +196,36 @@ __global__ void __launch_bounds__(kEwThreads)
     const float sbr = sb[r];
     const int64_t ia = ya[r];
     const int64_t ib = yb[r];
-    const float offa = (1.0f - sar) * inv_cm1;
-    const float offb = (1.0f - sbr) * inv_cm1;
-    const int64_t off = static_cast<int64_t>(p) * VEC;
-    const int64_t c0 = off - static_cast<int64_t>(r) * C;
-    float zv[VEC], o[VEC];
-    load_f<VEC>(logits + off, zv);
+    FASTMIX_ASSERT_INDEX(ia, C, "soft_ce: ya");
+    FASTMIX_ASSERT_INDEX(ib, C, "soft_ce: yb");
+    const float offa = (1.0f - sar) / cm1;
+    const float offb = (1.0f - sbr) / cm1;
+    const float toff = wr * offa + (1.0f - wr) * offb;
+    float rest = 0.0f;  // sum of p over the classes outside {ya, yb}
+    for (int64_t p = tid; p < npack; p += GROUP) {
+      float zv[VEC], ov[VEC];
+      load_f<VEC>(z + p * VEC, zv);
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) {
-      const int64_t c = c0 + j;
-      const float t = wr * (c == ia ? sar : offa) + (1.0f - wr) * (c == ib ? sbr : offb);
-      o[j] = g * (__expf(zv[j] - l) - t);
+      for (int j = 0; j < VEC; ++j) {
+        const int64_t c = p * VEC + j;
+        const float pr = expf(zv[j] - l);
+        ov[j] = g * (pr - toff);
+        rest += (c == ia || c == ib) ? 0.0f : pr;
+      }
+      store_f<VEC>(o + p * VEC, ov);
     }
-    store_f<VEC>(out + off, o);
+    rest = group_reduce<GROUP>(rest, [](float a, float b) { return a + b; }, smem);
+    if constexpr (GROUP == 32) __syncwarp();  // order the sweep's stores before lane 0's rewrite
+    if (tid == 0) {
+      const float pa = expf(static_cast<float>(z[ia]) - l);
+      const float pb = expf(static_cast<float>(z[ib]) - l);
+      const float ta = wr * sar + (1.0f - wr) * (ia == ib ? sbr : offb);
+      const float tb = wr * (ia == ib ? sar : offa) + (1.0f - wr) * sbr;
+      float ga, gb;
+      soft_ce_target_grads(finite_f(l), ia == ib, rest, pa, pb, ta, tb, wr, sar, sbr, offa, offb, &ga, &gb);
+      o[ia] = static_cast<T>(g * ga);
+      o[ib] = static_cast<T>(g * gb);
+    }
   }
 }
 
@@ -315,25 +346,24 @@ at::Tensor soft_ce_bwd(const at::Tensor& grad_loss, const at::Tensor& logits, co
     using T = scalar_t;
     const T* zp = logits.const_data_ptr<T>();
     T* op = out.mutable_data_ptr<T>();
-    with_flat<T>(B, C, is_aligned(zp, 16) && is_aligned(op, 16),
-                 [&](auto vec_tag, auto idx_tag, int64_t npack, int64_t per_row) {
-                   constexpr int VEC = decltype(vec_tag)::value;
-                   using I = decltype(idx_tag);
-                   soft_ce_bwd_kernel<T, VEC, I>
-                       <<<grid_for(npack, kEwThreads, kEwBlocksPerSm, dev), kEwThreads, 0, stream>>>(
-                           grad_loss.const_data_ptr<float>(), zp, lse.const_data_ptr<float>(),
-                           ya.const_data_ptr<int64_t>(), yb.const_data_ptr<int64_t>(), w.const_data_ptr<float>(),
-                           sa.const_data_ptr<float>(), sb.const_data_ptr<float>(), op, static_cast<I>(npack),
-                           IntDivider<I>(static_cast<I>(per_row)), C);
-                   C10_CUDA_KERNEL_LAUNCH_CHECK();
-                 });
+    with_row_vec<T>(C, is_aligned(zp, 16) && is_aligned(op, 16), [&](auto vec_tag) {
+      constexpr int VEC = decltype(vec_tag)::value;
+      with_row_group(B, C, dev, [&](auto group_tag, int blocks, int threads) {
+        constexpr int GROUP = decltype(group_tag)::value;
+        soft_ce_bwd_kernel<T, VEC, GROUP><<<blocks, threads, 0, stream>>>(
+            grad_loss.const_data_ptr<float>(), zp, lse.const_data_ptr<float>(), ya.const_data_ptr<int64_t>(),
+            yb.const_data_ptr<int64_t>(), w.const_data_ptr<float>(), sa.const_data_ptr<float>(),
+            sb.const_data_ptr<float>(), op, B, C);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
   });
   return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> cw_margin_fwd(const at::Tensor& logits, const at::Tensor& y, double kappa) {
   const char* opname = "cw_margin_fwd";
-  TORCH_CHECK(logits.is_cuda(), opname, ": expected CUDA tensors");
+  check_device_type(opname, logits, at::kCUDA);
   check_logits(opname, logits);
   const int64_t B = logits.size(0);
   const int64_t C = logits.size(1);
@@ -364,7 +394,7 @@ std::tuple<at::Tensor, at::Tensor> cw_margin_fwd(const at::Tensor& logits, const
 at::Tensor cw_margin_bwd(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& y,
                          const at::Tensor& jstar, const at::Tensor& margin, double kappa) {
   const char* opname = "cw_margin_bwd";
-  TORCH_CHECK(logits.is_cuda(), opname, ": expected CUDA tensors");
+  check_device_type(opname, logits, at::kCUDA);
   check_logits(opname, logits);
   const int64_t B = logits.size(0);
   const int64_t C = logits.size(1);
