@@ -1,11 +1,19 @@
 """The ops benchmark's cases and providers, shared by bench_ops.py (pytest-benchmark)
 and run.py (the runner that writes JSON and a markdown table).
 
-Providers per op: every fastmix backend present for the device (``fastmix-cpp``,
-``fastmix-cuda``, ``fastmix-triton``), the eager torch composite a user would write
-(``eager``, the baseline of every ratio), and ``torch.compile`` of the reference
-(``compile``). Shapes come from the real work: CIFAR batches B x 3 x 32 x 32 and
-logits B x C with C in 10, 100, 1000.
+Providers per op:
+
+* ``default``: the public call exactly as a user writes it (no ``backend=``, default
+  ``check``), i.e. what fastmix costs out of the box;
+* ``fastmix-<b>``: the public call pinned to each backend present (``cpp``, ``cuda``,
+  ``triton``), default ``check``;
+* ``raw-<b>``: the registered op ``torch.ops.fastmix.<op>`` on arguments already in the
+  kernel form (the floor the wrapper's checks and conversions sit on);
+* ``eager``: the eager torch composite a user would write (the baseline of every ratio);
+* ``compile``: ``torch.compile`` of the reference.
+
+Losses are timed forward + backward (``torch.autograd.grad``). Shapes come from the real
+work: CIFAR batches B x 3 x 32 x 32 and logits B x C with C in 10, 100, 1000.
 """
 from __future__ import annotations
 
@@ -59,6 +67,8 @@ def _compiled(name):
 # ---------------------------------------------------------------- case construction
 def make_case(op: str, size: int, device: str, dtype=torch.float32):
     """(inputs dict, bytes moved by one call of the fused op) for one shape."""
+    if op == "cross_entropy_hard":
+        return make_hard_label_case(size, device, dtype)
     g = torch.Generator(device=device).manual_seed(0)
     if op in ("pgd_step", "mix"):
         B = size
@@ -85,18 +95,27 @@ def make_case(op: str, size: int, device: str, dtype=torch.float32):
 
 
 def providers(device: str, with_compile: bool = True) -> list[str]:
-    out = [f"fastmix-{b}" for b in fops.available_backends(device) if b != "torch"]
+    compiled = [b for b in fops.available_backends(device) if b != "torch"]
     if device == "cpu":
-        out = [p for p in out if p != "fastmix-triton"]  # the interpreter is not a CPU backend
+        compiled = [b for b in compiled if b != "triton"]  # the interpreter is not a CPU backend
+    out = ["default"] + [f"fastmix-{b}" for b in compiled] + [f"raw-{b}" for b in compiled]
     out.append("eager")
     if with_compile:
         out.append("compile")
     return out
 
 
+def _raw(name, b):
+    return getattr(torch.ops.fastmix, name + ("_triton" if b == "triton" else "")).default
+
+
 def make_fn(op: str, provider: str, inp: dict):
     """A zero-argument callable doing one call (forward + backward for the losses)."""
+    if op == "cross_entropy_hard":
+        return make_hard_fn(provider, inp)
     eps, alpha = 8 / 255, 2 / 255
+    kind, _, b = provider.partition("-")
+    bk = b or None  # "default": no backend named
     if op == "pgd_step":
         x, grad, xn = inp["x"], inp["grad"], inp["x_nat"]
         if provider == "eager":
@@ -104,10 +123,12 @@ def make_fn(op: str, provider: str, inp: dict):
         if provider == "compile":
             f = _compiled("pgd_step")
             return lambda: f(x, grad, xn, eps, alpha)
-        b = provider.split("-", 1)[1]
-        buf = x.clone()
-        # the attack loop's form: in place, unchecked, with eps/alpha prepared once
-        return lambda: fops.pgd_step_(buf, grad, xn, eps, alpha, backend=b, check=False)
+        if kind == "raw":
+            e = torch.full((x.shape[0],), eps, device=x.device)
+            a = torch.full((x.shape[0],), alpha, device=x.device)
+            k = _raw("pgd_step", b)
+            return lambda: k(x, grad, xn, e, a, 0, 0.0, 1.0)
+        return lambda: fops.pgd_step(x, grad, xn, eps, alpha, backend=bk)
     if op == "mix":
         a, bb, lam, index = inp["a"], inp["b"], inp["lam"], inp["index"]
         if provider == "eager":
@@ -115,8 +136,10 @@ def make_fn(op: str, provider: str, inp: dict):
         if provider == "compile":
             f = _compiled("mix")
             return lambda: f(a, bb, lam, index)
-        b = provider.split("-", 1)[1]
-        return lambda: fops.mix(a, bb, lam, index, backend=b, check=False)
+        if kind == "raw":
+            k = _raw("mix", b)
+            return lambda: k(a, bb, lam, index)
+        return lambda: fops.mix(a, bb, lam, index, backend=bk)
     if op == "cw_margin":
         z0, y = inp["z"], inp["y"]
         z = z0.clone().requires_grad_(True)
@@ -125,9 +148,11 @@ def make_fn(op: str, provider: str, inp: dict):
         elif provider == "compile":
             f = _compiled("cw_margin")
             loss_fn = lambda: f(z, y)  # noqa: E731
+        elif kind == "raw":
+            k = _raw("cw_margin_fwd", b)
+            loss_fn = lambda: k(z, y, 0.0)[0].mean()  # noqa: E731
         else:
-            b = provider.split("-", 1)[1]
-            loss_fn = lambda: fops.cw_margin(z, y, backend=b, check=False)  # noqa: E731
+            loss_fn = lambda: fops.cw_margin(z, y, backend=bk)  # noqa: E731
         return lambda: torch.autograd.grad(loss_fn(), z)
     # soft cross-entropy, forward + backward
     z = inp["z"].clone().requires_grad_(True)
@@ -137,15 +162,45 @@ def make_fn(op: str, provider: str, inp: dict):
     elif provider == "compile":
         f = _compiled("soft_cross_entropy")
         loss_fn = lambda: f(z, *args)  # noqa: E731
+    elif kind == "raw":
+        k = _raw("soft_ce_fwd", b)
+        loss_fn = lambda: k(z, *args)[0].mean()  # noqa: E731
     else:
-        b = provider.split("-", 1)[1]
-        loss_fn = lambda: fops.soft_cross_entropy(z, *args, backend=b, check=False)  # noqa: E731
+        loss_fn = lambda: fops.soft_cross_entropy(z, *args, backend=bk)  # noqa: E731
     return lambda: torch.autograd.grad(loss_fn(), z)
+
+
+def make_hard_label_case(size: int, device: str, dtype=torch.float32):
+    """Hard-label cross-entropy, B x C logits: the CE every attack step computes."""
+    g = torch.Generator(device=device).manual_seed(1)
+    z = (torch.randn(LOGIT_BATCH, size, generator=g, device=device) * 3).to(dtype)
+    y = torch.randint(0, size, (LOGIT_BATCH,), generator=g, device=device)
+    return dict(z=z, y=y), 3 * z.numel() * z.element_size()
+
+
+def make_hard_fn(provider: str, inp: dict):
+    z = inp["z"].clone().requires_grad_(True)
+    y = inp["y"]
+    kind, _, b = provider.partition("-")
+    if provider in ("eager", "compile"):
+        f = (lambda t, y: F.cross_entropy(t, y)) if provider == "eager" else _compiled_hard()
+        return lambda: torch.autograd.grad(f(z, y), z)
+    if kind == "raw":
+        k = _raw("soft_ce_fwd", b)
+        one = torch.ones(y.shape[0], device=z.device)
+        return lambda: torch.autograd.grad(k(z, y, y, one, one, one)[0].mean(), z)
+    return lambda: torch.autograd.grad(fops.soft_cross_entropy(z, y, backend=b or None), z)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_hard():
+    return torch.compile(lambda z, y: fops.soft_cross_entropy_ref(z, y), dynamic=False)
 
 
 OPS = {
     "pgd_step": IMAGE_BATCHES,
     "mix": IMAGE_BATCHES,
     "soft_cross_entropy": LOGIT_CLASSES,
+    "cross_entropy_hard": LOGIT_CLASSES,
     "cw_margin": LOGIT_CLASSES,
 }

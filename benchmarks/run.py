@@ -5,6 +5,14 @@ provider's ratio to eager measured in the same run.
     python benchmarks/run.py                      # every op, every shape, this machine
     python benchmarks/run.py --quick              # B=512 and C in (10, 1000) only
     python benchmarks/run.py --ops pgd_step --no-compile
+    python benchmarks/run.py --quick --rounds 5    # median of 5 interleaved rounds (loaded machine)
+
+Providers (benchmarks/ops_cases.py): ``default`` is the public call as a user writes it
+(no backend named, default checks), beside each backend's public call, the raw
+registered op, the eager formula (the baseline of every ratio) and torch.compile of
+the reference. With ``--rounds N`` every provider of a shape is timed once per round,
+the rounds interleaved, and the median of the N is kept: on a shared machine the
+load then hits all providers alike.
 
 On CUDA the timer is CUDA events (median of repeats after warm-up) and each kernel's
 achieved bandwidth is given as a share of the measured device-to-device copy
@@ -45,8 +53,12 @@ def device_name(device: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")
 
 
-def time_fn(fn, device: str, min_time: float = 0.3) -> float:
+_MIN_TIME = 0.3
+
+
+def time_fn(fn, device: str, min_time: float | None = None) -> float:
     """Median seconds per call."""
+    min_time = _MIN_TIME if min_time is None else min_time
     for _ in range(3):
         fn()
     if device == "cuda":
@@ -76,7 +88,7 @@ def copy_bandwidth(device: str) -> float:
     return 2 * src.numel() * src.element_size() / t
 
 
-def run(ops, device, dtype, quick, with_compile):
+def run(ops, device, dtype, quick, with_compile, rounds=1):
     results = []
     bw = copy_bandwidth(device)
     print(f"# device {device_name(device)}; copy bandwidth {bw / 1e9:.1f} GB/s", flush=True)
@@ -86,15 +98,22 @@ def run(ops, device, dtype, quick, with_compile):
         for size in sizes:
             inp, nbytes = C.make_case(op, size, device, dtype)
             row = {"op": op, "shape": _shape(op, size), "dtype": str(dtype).replace("torch.", ""),
-                   "bytes": nbytes, "providers": {}}
+                   "bytes": nbytes, "rounds": rounds, "providers": {}}
+            fns, times = {}, {}
             for prov in C.providers(device, with_compile):
                 try:
-                    t = time_fn(C.make_fn(op, prov, inp), device)
+                    fns[prov] = C.make_fn(op, prov, inp)
+                    fns[prov]()
                 except Exception as e:  # a provider that fails is reported, not fatal
                     row["providers"][prov] = {"error": f"{type(e).__name__}: {e}"[:300]}
-                    continue
+            for _ in range(rounds):
+                for prov, fn in fns.items():
+                    times.setdefault(prov, []).append(time_fn(fn, device))
+            for prov, ts in times.items():
+                t = statistics.median(ts)
                 row["providers"][prov] = {"ms": t * 1e3, "GBps": nbytes / t / 1e9,
-                                          "share_of_copy_bw": nbytes / t / bw}
+                                          "share_of_copy_bw": nbytes / t / bw,
+                                          "ms_rounds": [round(v * 1e3, 4) for v in ts]}
             base = row["providers"].get("eager", {}).get("ms")
             for p in row["providers"].values():
                 if "ms" in p and base:
@@ -106,6 +125,7 @@ def run(ops, device, dtype, quick, with_compile):
 
 def _shape(op, size):
     return f"{size}x3x32x32" if op in ("pgd_step", "mix") else f"{C.LOGIT_BATCH}x{size}"
+
 
 
 def _line(row):
@@ -124,8 +144,10 @@ def markdown(payload) -> str:
     lines = [f"# fastmix ops benchmark: {payload['device']} ({payload['date']})", "",
              f"torch {payload['torch']}, triton {payload['triton']}, dtype {payload['dtype']}; "
              f"copy bandwidth {payload['copy_bandwidth_GBps']:.1f} GB/s. Cells: median ms per call "
-             f"(ratio to eager in this run; share of copy bandwidth). Losses are forward + backward; "
-             f"fastmix pgd_step is the in-place unchecked form the attack loop uses.", "",
+             f"(ratio to eager in this run; share of copy bandwidth); median of {payload.get('rounds', 1)} "
+             f"interleaved round(s). Losses are forward + backward. `default` is the public call with "
+             f"its defaults (no backend named, default checks); `raw-*` the registered op on kernel-form "
+             f"arguments.", "",
              "| op | shape | " + " | ".join(provs) + " |", "|---|---|" + "---|" * len(provs)]
     for r in payload["results"]:
         cells = []
@@ -147,6 +169,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ops", default=",".join(C.OPS), help="comma-separated subset of " + ",".join(C.OPS))
     ap.add_argument("--quick", action="store_true", help="B=512 and C in (10, 1000) only")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile provider")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds per shape; the median is kept")
+    ap.add_argument("--min-time", type=float, default=0.3, help="seconds per measurement (CPU)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
     ops = {}
@@ -155,7 +179,9 @@ def main(argv=None) -> int:
             ap.error(f"--ops: unknown op {o!r}; choose from {', '.join(C.OPS)}")
         ops[o] = C.OPS[o]
     dtype = getattr(torch, args.dtype)
-    payload = run(ops, args.device, dtype, args.quick, not args.no_compile)
+    global _MIN_TIME
+    _MIN_TIME = args.min_time
+    payload = run(ops, args.device, dtype, args.quick, not args.no_compile, rounds=max(1, args.rounds))
     try:
         import triton
         tv = triton.__version__
@@ -163,7 +189,7 @@ def main(argv=None) -> int:
         tv = None
     payload.update(device=device_name(args.device), date=_dt.date.today().isoformat(), torch=torch.__version__,
                    triton=tv, python=platform.python_version(), dtype=args.dtype,
-                   threads=torch.get_num_threads(), quick=args.quick)
+                   threads=torch.get_num_threads(), quick=args.quick, rounds=max(1, args.rounds))
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"{payload['device']}-{payload['date']}" + ("" if args.dtype == "float32" else f"-{args.dtype}"))
     with open(stem + ".json", "w") as f:

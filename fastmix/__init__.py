@@ -1,8 +1,9 @@
 """fastmix: fused kernels, fast attacks and training loops for mixup-style adversarial training.
 
-``import fastmix`` is cheap and safe on any machine: the compiled extension
-(``fastmix._C``) and Triton are loaded on first use, CUDA is never initialised by the
-import, and a missing backend falls back to the torch reference with one warning.
+``import fastmix`` is safe on any machine: it loads the compiled extension
+(``fastmix._C``, and Triton's ops where Triton can run) so that every
+``torch.ops.fastmix.*`` op is complete at once, but never initialises CUDA, and a
+missing backend falls back to the torch reference with one warning.
 ``python -m fastmix.info`` prints every backend's status.
 
 Layers (DESIGN.md; the map is docs/LAYERS.md, enforced by ``scripts/lint_imports.sh``):
@@ -17,7 +18,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-from . import ops  # noqa: E402  (pure Python; touches no compiled code at import)
+from . import ops  # noqa: E402  (loads fastmix._C; no CUDA initialisation)
 
 # Attack classes and friends are exported lazily so that `import fastmix` stays light.
 _LAZY = {

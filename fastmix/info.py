@@ -32,6 +32,15 @@ def collect() -> dict:
         except Exception as e:  # torchvision may fail to import against a CPU torch
             info[opt] = f"unavailable ({type(e).__name__})"
     info["backends"] = {b: {"available": ok, "reason": why} for b, (ok, why) in _backend.report().items()}
+    # what a call that names no backend uses (decided once, at import of fastmix.ops)
+    try:
+        info["forced_backend"] = _backend.forced_backend()
+        info["default_backend"] = {"cpu": _backend.resolve(torch.device("cpu"))}
+    except (ValueError, RuntimeError) as e:  # a bad or missing FASTMIX_BACKEND: say so, do not fail
+        info["forced_backend"] = f"unusable ({e})"
+        info["default_backend"] = {"cpu": _backend._default.get("cpu", "torch")}
+    info["default_backend"]["cuda"] = _backend._default.get("cuda", "torch")  # without touching a GPU
+    info["value_scans_by_default"] = _backend.CHECK_BY_DEFAULT  # FASTMIX_CHECK
     return info
 
 

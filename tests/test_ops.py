@@ -12,7 +12,7 @@ from _tol import assert_close
 from conftest import device_backends
 
 import fastmix.ops as fops
-from fastmix.ops import _registry
+from fastmix.ops import _library
 
 DB = device_backends()
 DB_IDS = [f"{d}-{b}" for d, b in DB]
@@ -298,8 +298,8 @@ _OPCHECK = [(d, b, name) for d, b in COMPILED for name in _opcheck_cases("cpu")]
 def test_opcheck(device, backend, name):
     args = _opcheck_cases(device)[name]
     opname = name.replace("_l2", "")
-    op = _registry.op(opname, backend)
-    torch.library.opcheck(op.default, args)
+    op = _library.kernel(opname, backend)
+    torch.library.opcheck(op, args)
 
 
 def test_opcheck_compile_through_public_op():

@@ -29,7 +29,9 @@ from .modes import attack_mode, autocast_context, autocast_dtype
 __all__ = ["apgd"]
 
 
-def _per_sample(v: Tensor, x: Tensor) -> Tensor:
+def _column(v: Tensor, x: Tensor) -> Tensor:
+    """A view of the ``(B,)`` tensor ``v`` (values or a bool mask, any dtype) as ``(B, 1, ..., 1)``,
+    broadcastable against ``x``. Not ``ops``' per-sample conversion: no copy, no cast."""
     return v.view((-1,) + (1,) * (x.dim() - 1))
 
 
@@ -42,16 +44,16 @@ def _start(x: Tensor, eps: Tensor, norm: str, gen) -> Tensor:
     flat = lambda t: t.flatten(1)  # noqa: E731
     if norm == "linf":
         t = 2 * torch.rand(x.shape, generator=gen, device=x.device, dtype=torch.float32) - 1
-        t = t / _per_sample(flat(t).abs().amax(dim=1), x)
+        t = t / _column(flat(t).abs().amax(dim=1), x)
     else:
         t = torch.randn(x.shape, generator=gen, device=x.device, dtype=torch.float32)
-        t = t / (_per_sample(flat(t).norm(dim=1), x) + 1e-12)
-    return (x + _per_sample(eps, x) * t).clamp_(0.0, 1.0).to(x.dtype)
+        t = t / (_column(flat(t).norm(dim=1), x) + 1e-12)
+    return (x + _column(eps, x) * t).clamp_(0.0, 1.0).to(x.dtype)
 
 
 def _run(model, loss_fn, x, target, label, eps, *, steps, norm, rho, amp, gen, eot):
     """One APGD run on ``x`` ``(B, ...)``; returns ``(x_best_adv, still_robust (B,) bool)``."""
-    where = lambda m, a, b: torch.where(_per_sample(m, a) if a.dim() > 1 else m, a, b)  # noqa: E731
+    where = lambda m, a, b: torch.where(_column(m, a) if a.dim() > 1 else m, a, b)  # noqa: E731
     grad = lambda z: input_grad(model, loss_fn, z, target, amp=amp, eot=eot, eot_batch=1)  # noqa: E731
     k = max(int(0.22 * steps), 1)
     k_min, k_decr = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
@@ -169,7 +171,7 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps, steps: int = 100, norm:
                                  rho=float(rho), amp=amp, gen=gen, eot=eot_iter)
                 if idx is None:
                     fooled = robust & ~still
-                    adv = torch.where(_per_sample(fooled, adv), xb, adv)
+                    adv = torch.where(_column(fooled, adv), xb, adv)
                     robust = robust & still
                 else:
                     hit = idx[~still]

@@ -1,9 +1,14 @@
-"""Argument checks shared by the public ops.
+"""The metadata contract shared by every public op, and the opt-in value scans.
 
 Every failure is a ``ValueError`` that names the argument and the offending value.
-Structural checks (shape, dtype, device) cost nothing; value checks (NaN, ranges of
-tensors) read the data back to the host, so the ops skip them when called with
-``check=False`` (the attack loops validate once, up front, then run unchecked).
+Metadata checks (type, dtype, rank, shape, device, Python-number ranges) cost nothing
+and always run. Value scans (:func:`finite`, :func:`in_range`, a tensor's range in
+:func:`per_sample`) read data back to the host (a device sync on a GPU), so an op runs
+them only when asked: ``check=True``, or ``FASTMIX_CHECK=1`` in the environment (read
+once at import) for the default ``check=None``. The user-facing entry points (an
+attack's ``__call__``, the trainer's data load, ``fastmix eval``) scan their inputs
+once per call; memory safety (an index or label out of range) is the kernels' job and
+holds whether or not anything is scanned.
 """
 from __future__ import annotations
 
@@ -11,6 +16,13 @@ import math
 
 import torch
 from torch import Tensor
+
+from .. import _backend
+
+
+def scans(check) -> bool:
+    """Whether an op call with ``check`` runs the value scans (None: FASTMIX_CHECK)."""
+    return _backend.CHECK_BY_DEFAULT if check is None else bool(check)
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 INDEX_DTYPES = (torch.int64, torch.int32)
@@ -81,7 +93,8 @@ def in_range(name: str, t: Tensor, lo: float | None, hi: float | None, what: str
 
 def per_sample(name: str, v, B: int, device, *, lo: float | None = None, hi: float | None = None,
                check: bool = True) -> Tensor:
-    """A float or a (B,) tensor -> float32 (B,) contiguous tensor on ``device``."""
+    """A float or a (B,) tensor -> float32 (B,) contiguous tensor on ``device``. A Python
+    number is range-checked always (no host read); a tensor's values only with ``check``."""
     if isinstance(v, Tensor):
         if not v.is_floating_point():
             raise ValueError(f"{name} must be a float or a float tensor of shape ({B},), got dtype {v.dtype}")

@@ -21,15 +21,16 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._common import (cdiv, check, check_images, check_vec, num_sms, pow2, register, warps_for,
-                      wrap_triton)
+from ._common import (cdiv, check, check_images, check_vec, device_guard, num_sms, pow2, register,
+                      warps_for, wrap_triton)
 
 # Same constants as fastmix/ops/reference.py (kept literal in the kernels).
 L2_GRAD_EPS = 1e-10
 L2_NOISE_EPS = 1e-12
 
 # Test hook: None picks the L2 work split by heuristic; an int forces that many chunks
-# per sample (1 = fused single kernel) so that both paths can be checked on any device.
+# per sample (1 = fused single kernel) so that both paths can be checked on any device
+# (set ``fastmix.ops.triton.pgd_step.FORCE_L2_CHUNKS``).
 FORCE_L2_CHUNKS = None
 
 _ELT_MAX_BLOCK = 2048    # elementwise programs: one block each
@@ -224,7 +225,7 @@ def _check_per_sample(op, B, device, **vecs):
         check_vec(op, name, t, B, torch.float32, device)
 
 
-def _pgd_step_launch(op: str, x: Tensor, grad: Tensor, x_nat: Tensor, eps: Tensor, alpha: Tensor,
+def _pgd_step_launch_impl(op: str, x: Tensor, grad: Tensor, x_nat: Tensor, eps: Tensor, alpha: Tensor,
                      out: Tensor, norm: int, lo: float, hi: float) -> None:
     check_images(op, x, grad, x_nat)
     B = x.shape[0]
@@ -260,7 +261,7 @@ def _pgd_step_launch(op: str, x: Tensor, grad: Tensor, x_nat: Tensor, eps: Tenso
         NORM=2, NORMS_FROM_PARTIALS=True, NCH_P2=nch_p2, BLOCK=block, num_warps=warps)
 
 
-def _random_start_launch(x_nat: Tensor, noise: Tensor, eps: Tensor, radius: Tensor, out: Tensor,
+def _random_start_launch_impl(x_nat: Tensor, noise: Tensor, eps: Tensor, radius: Tensor, out: Tensor,
                          norm: int, lo: float, hi: float) -> None:
     op = "random_start"
     check_images(op, x_nat, noise, same_dtype=False)
@@ -296,8 +297,18 @@ def _random_start_launch(x_nat: Tensor, noise: Tensor, eps: Tensor, radius: Tens
         NORM=2, NORMS_FROM_PARTIALS=True, NCH_P2=pow2(n_chunks), BLOCK=block, num_warps=warps)
 
 
+def _pgd_step_launch(op, x, *args):
+    with device_guard(x):
+        _pgd_step_launch_impl(op, x, *args)
+
+
+def _random_start_launch(x_nat, *args):
+    with device_guard(x_nat):
+        _random_start_launch_impl(x_nat, *args)
+
+
 # ----------------------------------------------------------------------------------
-# Ops
+# Ops (fakes and the rest of the op contract: fastmix/ops/pgd_step.py, random_start.py)
 
 @register("fastmix::pgd_step_triton", mutates_args=())
 def pgd_step_triton(x: Tensor, grad: Tensor, x_nat: Tensor, eps: Tensor, alpha: Tensor,
@@ -307,20 +318,10 @@ def pgd_step_triton(x: Tensor, grad: Tensor, x_nat: Tensor, eps: Tensor, alpha: 
     return out
 
 
-@pgd_step_triton.register_fake
-def _(x, grad, x_nat, eps, alpha, norm, lo, hi):
-    return torch.empty_like(x)
-
-
 @register("fastmix::pgd_step__triton", mutates_args={"x"})
 def pgd_step__triton(x: Tensor, grad: Tensor, x_nat: Tensor, eps: Tensor, alpha: Tensor,
                      norm: int, lo: float, hi: float) -> None:
     _pgd_step_launch("pgd_step_", x, grad, x_nat, eps, alpha, x, norm, lo, hi)
-
-
-@pgd_step__triton.register_fake
-def _(x, grad, x_nat, eps, alpha, norm, lo, hi):
-    return None
 
 
 @register("fastmix::random_start_triton", mutates_args=())
@@ -330,7 +331,3 @@ def random_start_triton(x_nat: Tensor, noise: Tensor, eps: Tensor, radius: Tenso
     _random_start_launch(x_nat, noise, eps, radius, out, norm, lo, hi)
     return out
 
-
-@random_start_triton.register_fake
-def _(x_nat, noise, eps, radius, norm, lo, hi):
-    return torch.empty_like(x_nat)

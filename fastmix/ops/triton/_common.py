@@ -1,4 +1,5 @@
-"""Shared plumbing of the Triton backend: op registration, launch sizing, cheap checks.
+"""Shared plumbing of the Triton backend: op registration, launch device, launch sizing,
+the memory-safety checks of the launchers.
 
 Registration depends on whether Triton runs compiled or under its CPU interpreter
 (``TRITON_INTERPRET=1``, read once at import, as Triton itself does):
@@ -10,6 +11,7 @@ Registration depends on whether Triton runs compiled or under its CPU interprete
   body during AOT tracing, and the interpreter would then dereference the (absent)
   storage of fake tensors.
 """
+import contextlib
 import functools
 import os
 
@@ -75,13 +77,48 @@ def num_sms(device: torch.device) -> int:
     return _cuda_sms(index)
 
 
+def device_guard(t: torch.Tensor):
+    """Make ``t``'s GPU the current device for a launch (issue 17.2).
+
+    Triton launches on ``driver.active.get_current_device()``, not on the device of its
+    arguments: tensors on ``cuda:1`` while ``cuda:0`` is current would be read through
+    the wrong context (an illegal memory access). Every launcher enters this guard."""
+    if t.device.type == "cuda":
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
+#: Kernels that read through an index or a label are compiled with ``debug=True`` so that
+#: their ``tl.device_assert`` bounds checks stay in (Triton drops them otherwise). Their
+#: loads are also masked by the same condition, so an index out of range can never read
+#: out of bounds even where an assert is compiled out; the row's result is then NaN.
+SAFE_JIT = dict(debug=True)
+
+
 # ----------------------------------------------------------------------------------
-# Cheap structural checks (the front guarantees the kernel form; these only catch a
-# caller that bypassed it, because a wrong layout would silently give garbage).
+# Checks of the launchers. The public wrappers (fastmix.ops.<op>) guarantee the kernel
+# form; these catch a caller of torch.ops.fastmix.*_triton that bypassed them, because
+# a wrong layout would read out of bounds. One error type for contract violations:
+# ValueError, as the wrappers raise.
 
 def check(cond: bool, op: str, msg: str) -> None:
     if not cond:
-        raise RuntimeError(f"fastmix::{op}_triton: {msg}")
+        raise ValueError(f"fastmix::{op}_triton: {msg}")
+
+
+def check_index_values(op: str, name: str, t: torch.Tensor, n: int) -> None:
+    """Under the interpreter only: an index or label outside ``[0, n)`` raises here.
+
+    ``tl.device_assert`` is a no-op in Triton's interpreter (its builder never enables
+    debug), and an out-of-range pointer there is a raw numpy read of host memory; the
+    value scan costs nothing next to the interpreter itself. On a GPU the kernels'
+    device asserts (and masked loads) do this job without a host read."""
+    if not INTERPRET or t.numel() == 0:
+        return
+    bad = (t < 0) | (t >= n)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise IndexError(f"fastmix::{op}_triton: {name}[{i}] = {int(t[i])} is out of range [0, {n})")
 
 
 def _is_dense_batch_outer(t: torch.Tensor) -> bool:
