@@ -11,10 +11,11 @@ Providers (each a PGD-10 L-inf attack, eps 8/255, alpha 2/255, random start):
 Models: the small CNN (MNIST shape 1x28x28) and PreActResNet-18 (CIFAR shape 3x32x32),
 from fastmix.models when present, else the local definitions below.
 
-Each round runs every provider once, in turn (so drift in the machine's speed hits all of
-them alike); images/s is the batch size over the median time of the rounds (and over the
+Each round runs every provider once, the order rotated per round (so drift in the
+machine's speed hits all of them alike); images/s is the batch size over the median time of the rounds (and over the
 best round: on a shared machine other processes only ever add time, so the minimum is the
-steadier estimate), and the ratios to torchattacks are taken within the same run.
+steadier estimate), and the ratios to torchattacks are taken within the same run; the CPU-time
+ratios (process time, medians of per-round ratios) are the steadier measure with one thread.
 
     python benchmarks/bench_attacks.py --device cpu --out benchmarks/results/
     pytest benchmarks/bench_attacks.py --benchmark-only      # pytest-benchmark, small CNN
@@ -131,9 +132,49 @@ def providers(model: nn.Module, device: str) -> dict:
     if device == "cuda":
         variants += [("fastmix-graph", model, None, False, True),
                      ("fastmix-bf16-cl-graph", cl_model, "bf16", True, True)]
-    for name, m, amp, cl, graph in variants:
-        atk = A.PGD(m, eps=EPS, alpha=ALPHA, steps=STEPS, autocast=amp, channels_last=cl, cuda_graph=graph)
+    variants += [("fastmix-fold", model, None, False, False, True),
+                 ("fastmix-bf16-cl-fold", cl_model, "bf16", True, False, True)]
+    if device == "cuda":
+        variants += [("fastmix-bf16-cl-graph-fold", cl_model, "bf16", True, True, True)]
+    for name, m, amp, cl, graph, *f in variants:
+        kw = {"fold_bn": True} if f else {}
+        atk = A.PGD(m, eps=EPS, alpha=ALPHA, steps=STEPS, autocast=amp, channels_last=cl, cuda_graph=graph, **kw)
         out[name] = (atk, amp or "fp32", cl, graph)
+    return out
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Running statistics and affine parameters away from a fresh BN's identity map (as a
+    trained model has), so that folding them changes the arithmetic measurably."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.25)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model
+
+
+def fold_differences(provs: dict, x, y) -> dict:
+    """Per folded provider: the largest |x_adv(folded) - x_adv(unfolded)| and the share of
+    pixels that differ, same seed, against the unfolded provider of the same settings."""
+    out = {}
+    for name, (atk, *_rest) in provs.items():
+        if not name.endswith("-fold") or "graph" in name:  # a graph replays its own RNG offsets
+            continue
+        base = name[:-len("-fold")]
+        if base not in provs:
+            continue
+        torch.manual_seed(123)
+        a = provs[base][0](x, y)
+        torch.manual_seed(123)
+        b = atk(x, y)
+        d = (a.float() - b.float()).abs()
+        out[name] = {"max_abs_diff": float(d.max()), "share_differing": float((d > 0).float().mean()),
+                     "vs": base}
     return out
 
 
@@ -145,24 +186,29 @@ def _sync(device):
 def measure(model_name: str, batch: int, device: str, rounds: int, only=None) -> list[dict]:
     torch.manual_seed(0)
     model, shape, origin = build_model(model_name)
-    model = model.to(device)
+    model = randomise_bn(model).to(device)
     x = torch.rand(batch, *shape, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     provs = providers(model, device)
     if only:
         provs = {k: v for k, v in provs.items() if k in only or k == "torchattacks"}
     times = {k: [] for k in provs}
+    cpu = {k: [] for k in provs}
     for name, (atk, *_rest) in provs.items():  # warm-up (and CUDA-graph capture)
         atk(x, y)
     _sync(device)
-    for _ in range(rounds):
-        for name, (atk, *_rest) in provs.items():
+    names = list(provs)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotated each round
+            atk = provs[name][0]
             _sync(device)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             atk(x, y)
             _sync(device)
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     base = times.get("torchattacks")
+    diffs = fold_differences(provs, x, y)
     rows = []
     for name, (atk, precision, cl, graph) in provs.items():
         med, best = statistics.median(times[name]), min(times[name])
@@ -171,7 +217,14 @@ def measure(model_name: str, batch: int, device: str, rounds: int, only=None) ->
                          median_s=med, best_s=best, times_s=times[name],
                          images_per_s=batch / med, images_per_s_best=batch / best,
                          ratio_vs_torchattacks=statistics.median(base) / med if base else None,
-                         ratio_best_vs_torchattacks=min(base) / best if base else None))
+                         ratio_best_vs_torchattacks=min(base) / best if base else None,
+                         cpu_times_s=cpu[name],
+                         cpu_ratio_vs_fastmix=(statistics.median(a / b for a, b in zip(cpu["fastmix"], cpu[name]))
+                                               if "fastmix" in cpu else None),
+                         cpu_ratio_vs_torchattacks=(statistics.median(a / b for a, b in
+                                                                      zip(cpu["torchattacks"], cpu[name]))
+                                                    if "torchattacks" in cpu else None),
+                         fold=diffs.get(name)))
     return rows
 
 
@@ -193,14 +246,20 @@ def markdown(env: dict, rows: list[dict]) -> str:
     lines = [f"PGD-{STEPS} throughput on {env['device']} ({env['device_name']}, {env['threads']} threads), "
              f"torch {env['torch']}, torchattacks {env['torchattacks']}, {env['date']}",
              "", "| model | batch | provider | precision | channels-last | graph | images/s (median) | "
-                 "vs torchattacks | images/s (best) | vs torchattacks (best) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+                 "vs torchattacks | images/s (best) | vs torchattacks (best) | CPU-time ratio vs torchattacks | "
+                 "vs fastmix |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: f"{v:.2f}x" if v else "-"  # noqa: E731
     for r in rows:
+        if r.get("fold"):
+            f = r["fold"]
+            r = dict(r, provider=f"{r['provider']} (max diff vs {f['vs']} {f['max_abs_diff']:.3g}, "
+                                 f"{100 * f['share_differing']:.2f}% of pixels)")
         lines.append(f"| {r['model']} | {r['batch']} | {r['provider']} | {r['precision']} | "
                      f"{'yes' if r['channels_last'] else 'no'} | {'yes' if r['cuda_graph'] else 'no'} | "
                      f"{r['images_per_s']:.2f} | {fmt(r['ratio_vs_torchattacks'])} | "
-                     f"{r['images_per_s_best']:.2f} | {fmt(r['ratio_best_vs_torchattacks'])} |")
+                     f"{r['images_per_s_best']:.2f} | {fmt(r['ratio_best_vs_torchattacks'])} | "
+                     f"{fmt(r.get('cpu_ratio_vs_torchattacks'))} | {fmt(r.get('cpu_ratio_vs_fastmix'))} |")
     return "\n".join(lines)
 
 

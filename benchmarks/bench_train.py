@@ -23,6 +23,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -46,7 +47,7 @@ if DEVICE == "cuda":
         "cifar-preact18-bf16-cl-graphs": dict(shape=(3, 32), n=4096, model="preact18", model_opts={}, batch=128,
                                               eps=8 / 255, amp="bf16", channels_last=True, compile="graphs"),
     })
-METHODS = ("standard", "at", "trades", "gairat", "fastat")
+METHODS = ("standard", "at", "trades", "gairat", "fastat", "avmixup", "iat", "ait", "at-mixup")
 
 
 def synthetic_splits(c: int, s: int, n: int, crop: int = 0) -> Splits:
@@ -54,16 +55,19 @@ def synthetic_splits(c: int, s: int, n: int, crop: int = 0) -> Splits:
     imgs = torch.randint(0, 256, (n, c, s, s), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, 10, (n,), generator=g)
     ds = ImageSet(imgs, labels)
-    return Splits("synthetic", ds, ds.subset(torch.arange(256)), 10, crop, crop > 0, [0.5] * c, [0.25] * c)
+    return Splits("synthetic", ds, ds.subset(torch.arange(min(256, n))), 10, crop, crop > 0, [0.5] * c, [0.25] * c)
 
 
-def make_trainer(workload: str, method: str, tmp: str) -> Trainer:
+def make_trainer(workload: str, method: str, tmp: str, **opts) -> Trainer:
+    """A trainer for one workload; ``opts`` override TrainConfig fields (amp, channels_last, ...)."""
     w = WORKLOADS[workload]
     c, s = w["shape"]
-    cfg = TrainConfig(method=method, model=w["model"], model_opts=dict(w["model_opts"]), batch_size=w["batch"],
-                      eps=w["eps"], steps=10, epochs=1, eval_samples=64, progress=False, out=tmp, device=DEVICE,
-                      amp=w.get("amp", "none"), channels_last=w.get("channels_last", False),
-                      compile=w.get("compile", "none"))
+    kw = dict(method=method, model=w["model"], model_opts=dict(w["model_opts"]), batch_size=w["batch"],
+              eps=w["eps"], steps=10, epochs=1, eval_samples=64, progress=False, out=tmp, device=DEVICE,
+              amp=w.get("amp", "none"), channels_last=w.get("channels_last", False),
+              compile=w.get("compile", "none"), seed=0)
+    kw.update(opts)
+    cfg = TrainConfig(**kw)
     return Trainer(cfg, synthetic_splits(c, s, w["n"], crop=4 if s == 32 else 0))
 
 
@@ -91,17 +95,43 @@ def _sync():
         torch.cuda.synchronize()
 
 
+# Fast paths: name -> TrainConfig overrides. Each runs beside fp32 eager and the naive loop.
+VARIANTS = {
+    "fastmix": {},  # the defaults: fp32 eager, BatchNorm folded in eval-mode attacks (fold_bn=None)
+    "fastmix-nofold": {"fold_bn": False},
+    "fastmix-bf16": {"amp": "bf16"},
+    "fastmix-cl": {"channels_last": True},
+    "fastmix-bf16-cl": {"amp": "bf16", "channels_last": True},  # (folded too, by default)
+    "fastmix-bf16-cl-nofold": {"amp": "bf16", "channels_last": True, "fold_bn": False},
+    "fastmix-compile": {"compile": "model"},
+}
+
+
 def step_fn(workload: str, method: str, provider: str, tmp: str):
-    """A zero-argument callable running one training step, and its batch size."""
-    t = make_trainer(workload, method, tmp)
+    """A zero-argument callable running one training step, and its batch size.
+
+    ``provider``: ``naive`` (the hand-written loop of ``naive_steps.py``; fp32 eager) or a
+    key of :data:`VARIANTS` (fastmix's ``Trainer.train_step`` with those options)."""
+    from naive_steps import NAIVE
+    if provider == "naive":
+        if method not in NAIVE:
+            raise ValueError(f"no naive loop for method {method!r}")
+        t = make_trainer(workload, method, tmp)
+    elif provider in VARIANTS:
+        opts = {k: v for k, v in VARIANTS[provider].items() if not k.startswith("_")}
+        t = make_trainer(workload, method, tmp, **opts)
+        if VARIANTS[provider].get("_attack_graphs") and DEVICE == "cuda":
+            # the attacks' K-step loops as CUDA graphs without compiling the training forward
+            # (what compile="graphs" adds), whose compile time would not fit a short GPU run
+            t.method.ctx.attack_options["cuda_graph"] = True
+    else:
+        raise ValueError(f"provider must be 'naive' or one of {', '.join(VARIANTS)}, got {provider!r}")
     x, y, idx = next(iter(t.loader))
     t.method.start_epoch(1)
-    if provider == "fastmix":
-        return (lambda: t.train_step(x, y, idx)), x.shape[0]
-    if provider == "naive" and method == "at":
-        return (lambda: naive_at_step(t.module, t.optimizer, x, y, t.method.eps, t.method.alpha,
-                                      t.method.steps)), x.shape[0]
-    raise ValueError(f"no provider {provider!r} for method {method!r}")
+    t.module.train()
+    if provider == "naive":
+        return (lambda: NAIVE[method](t, x, y, idx)), x.shape[0]
+    return (lambda: t.train_step(x, y, idx)), x.shape[0]
 
 
 def images_per_s(fn, batch: int, steps: int, warmup: int = 3) -> float:
@@ -156,7 +186,7 @@ except ImportError:  # pragma: no cover
     pytest = None
 
 if pytest is not None:
-    CASES = [(w, m, "fastmix") for w in WORKLOADS for m in METHODS] + [(w, "at", "naive") for w in WORKLOADS]
+    CASES = [(w, m, p) for w in WORKLOADS for m in METHODS for p in ("fastmix", "naive")]
 
     @pytest.mark.parametrize("workload,method,provider", CASES, ids=["-".join(c) for c in CASES])
     def test_bench_train_step(benchmark, tmp_path, workload, method, provider):
@@ -172,47 +202,134 @@ if pytest is not None:
 
 
 # ------------------------------------------------------------------------------ runner
+def interleaved(fns: dict, batch: int, rounds: int, steps: int, warmup: int = 2) -> dict:
+    """Time ``steps`` calls of every provider per round, the providers in a rotated order
+    each round (so drift in a loaded machine's speed hits all alike). Returns per provider
+    the per-round seconds per step: wall clock, and the process's CPU time (with one thread
+    the CPU time is the work done, whatever else the machine runs; wall clock is what a
+    user waits)."""
+    names = list(fns)
+    for n in names:
+        for _ in range(warmup):
+            fns[n]()
+    _sync()
+    times = {n: [] for n in names}
+    cpu = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            c0, t0 = time.process_time(), time.perf_counter()
+            for _ in range(steps):
+                fns[n]()
+            _sync()
+            times[n].append((time.perf_counter() - t0) / steps)
+            cpu[n].append((time.process_time() - c0) / steps)
+    return times, cpu
+
+
+def _median(v):
+    v = sorted(v)
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else 0.5 * (v[m - 1] + v[m])
+
+
+def environment() -> dict:
+    return {"device": torch.cuda.get_device_name(0) if DEVICE == "cuda" else f"cpu-{os.cpu_count()}core",
+            "cpu": platform.processor() or platform.machine(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+
+
+def run_steps(workloads, methods, providers, rounds, steps, tmp, log=print, deadline=None) -> list[dict]:
+    """Per workload and method, every provider interleaved; ratios per round to ``naive``
+    (and to ``fastmix``, the default path), medians over the rounds. ``deadline``
+    (a ``time.perf_counter()`` value): start no new method after it."""
+    from naive_steps import NAIVE
+    rows = []
+    for w in workloads:
+        for m in methods:
+            if deadline is not None and time.perf_counter() > deadline:
+                log(f"deadline reached: {m} and later methods not measured")
+                return rows
+            provs = [p for p in providers if p != "naive" or m in NAIVE]
+            fns, batch = {}, None
+            for p in provs:
+                fns[p], batch = step_fn(w, m, p, tmp)
+            times, cpu = interleaved(fns, batch, rounds, steps)
+            for p in provs:
+                row = {"workload": w, "method": m, "provider": p, "batch": batch, "rounds": rounds,
+                       "steps_per_round": steps, "seconds_per_step": times[p], "cpu_seconds_per_step": cpu[p],
+                       "images_per_s": batch / _median(times[p]), "images_per_cpu_s": batch / _median(cpu[p])}
+                for base in ("naive", "fastmix"):
+                    if base in times and base != p:
+                        row[f"ratio_to_{base}"] = _median([b / t for b, t in zip(times[base], times[p])])
+                        row[f"cpu_ratio_to_{base}"] = _median([b / t for b, t in zip(cpu[base], cpu[p])])
+                rows.append(row)
+                log(f"{w:16s} {m:9s} {p:18s} {row['images_per_s']:9.1f} img/s"
+                    + "".join(f"  x{row[k]:.3f} (cpu x{row['cpu_' + k]:.3f}) vs {k[9:]}"
+                              for k in ("ratio_to_naive", "ratio_to_fastmix") if k in row), flush=True)
+    return rows
+
+
+def markdown(env: dict, rows: list[dict]) -> str:
+    out = [f"Training-step throughput on {env['device']} ({env['cpu']}), torch {env['torch']}, "
+           f"{env['threads']} thread(s), {env['date']}, load average {env['load_average']}. Ratios: "
+           f"median over interleaved rounds of the per-round time ratio (higher is faster).\n",
+           "CPU-time ratios (process time, one thread) in brackets.\n",
+           "| workload | method | provider | batch | images/s | vs naive | vs fastmix fp32 |",
+           "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        f = lambda k: f"{r[k]:.3f}x ({r['cpu_' + k]:.3f}x)" if k in r else "-"  # noqa: E731
+        out.append(f"| {r['workload']} | {r['method']} | {r['provider']} | {r['batch']} | {r['images_per_s']:.1f} "
+                   f"| {f('ratio_to_naive')} | {f('ratio_to_fastmix')} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     import tempfile
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="first workload only, fewer steps")
-    ap.add_argument("--steps", type=int, default=20, help="timed steps per case")
+    ap.add_argument("--quick", action="store_true", help="first workload only, 3 rounds of 2 steps")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--providers", default="naive,fastmix", help=f"naive and any of {', '.join(VARIANTS)}")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per provider per round")
+    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: stable on a loaded machine)")
+    ap.add_argument("--loaders", action="store_true", help="also time the device loader against a DataLoader")
+    ap.add_argument("--name", default=None, help="result file stem (default train-<device>-<date>)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     a = ap.parse_args(argv)
-    steps = 5 if a.quick else a.steps
-    workloads = list(WORKLOADS)[:1] if a.quick else list(WORKLOADS)
-    rows = []
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    workloads = a.workloads.split(",")[:1] if a.quick else a.workloads.split(",")
+    rounds, steps = (3, 2) if a.quick else (a.rounds, a.steps)
+    env = environment()
     with tempfile.TemporaryDirectory() as tmp:
-        for w in workloads:
-            for m in METHODS:
-                for prov in ("fastmix", "naive") if m == "at" else ("fastmix",):
-                    fn, batch = step_fn(w, m, prov, tmp)
-                    ips = images_per_s(fn, batch, steps)
-                    rows.append({"workload": w, "method": m, "provider": prov, "batch": batch, "images_per_s": ips})
-                    print(f"{w:28s} {m:9s} {prov:8s} {ips:10.1f} img/s", flush=True)
-            base = next(r["images_per_s"] for r in rows if r["workload"] == w and r["provider"] == "naive")
-            for r in rows:
-                if r["workload"] == w and r["method"] == "at":
-                    r["ratio_to_naive_at"] = r["images_per_s"] / base
-    loaders = []
-    for prov in ("device_loader", "dataloader"):
-        fn, n = loader_epoch_fn(prov, n=2048 if a.quick else 8192)
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        ips = n / (time.perf_counter() - t0)
-        loaders.append({"provider": prov, "images": n, "images_per_s": ips})
-        print(f"loader cifar-shaped crop+flip {prov:14s} {ips:12.1f} img/s", flush=True)
-    loaders[0]["ratio_to_dataloader"] = loaders[0]["images_per_s"] / loaders[1]["images_per_s"]
-    payload = {"device": torch.cuda.get_device_name(0) if DEVICE == "cuda" else f"cpu-{os.cpu_count()}core",
-               "date": _dt.date.today().isoformat(), "torch": torch.__version__, "python": platform.python_version(),
-               "threads": torch.get_num_threads(), "steps": steps, "train_steps": rows, "loaders": loaders}
+        rows = run_steps(workloads, a.methods.split(","), a.providers.split(","), rounds, steps, tmp)
+    payload = {**env, "rounds": rounds, "steps_per_round": steps, "train_steps": rows}
+    if a.loaders:
+        loaders = []
+        for prov in ("device_loader", "dataloader"):
+            fn, n = loader_epoch_fn(prov, n=2048 if a.quick else 8192)
+            fn()
+            t0 = time.perf_counter()
+            fn()
+            ips = n / (time.perf_counter() - t0)
+            loaders.append({"provider": prov, "images": n, "images_per_s": ips})
+            print(f"loader cifar-shaped crop+flip {prov:14s} {ips:12.1f} img/s", flush=True)
+        loaders[0]["ratio_to_dataloader"] = loaders[0]["images_per_s"] / loaders[1]["images_per_s"]
+        payload["loaders"] = loaders
+    payload["load_average_after"] = os.getloadavg()
     os.makedirs(a.out, exist_ok=True)
-    name = "".join(ch if ch.isalnum() or ch in ".-" else "-" for ch in payload["device"])
-    path = os.path.join(a.out, f"train-{name}-{payload['date']}.json")
+    dev = "".join(ch if ch.isalnum() or ch in ".-" else "-" for ch in env["device"])
+    stem = a.name or f"train-{dev}-{env['date'][:10]}"
+    path = os.path.join(a.out, stem + ".json")
     with open(path, "w") as f:
         json.dump(payload, f, indent=1)
-    print(f"wrote {path}")
+    with open(os.path.join(a.out, stem + ".md"), "w") as f:
+        f.write(markdown(env, rows))
+    print(f"wrote {path} and .md")
     return 0
 
 

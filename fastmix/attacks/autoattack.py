@@ -67,7 +67,7 @@ class AutoAttack(Attack):
             import_torchattacks()  # fail at construction, not half-way through an evaluation
 
     def _run_one(self, name, images, labels):
-        fast = {k: v for k, v in self._fast.items() if k != "cuda_graph"}
+        fast = {k: v for k, v in self._fast.items() if k not in ("cuda_graph", "fold_bn")}
         eot = 20 if self.version == "rand" else 1
         net = self._net(images.device)
         common = dict(eps=self.eps, steps=self.steps, norm=self._fm_norm, seed=self.seed, bn_mode=self._mode(),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .fold import fold_bn as fold_bn_context
 from ..ops import _validate as validate
 from .apgd import apgd
 from .checks import check_images, check_int
@@ -65,10 +66,13 @@ class Attack:
     Extra keyword arguments every subclass accepts (fastmix's fast paths):
         autocast: None, "bf16" or "fp16".  channels_last: bool.
         cuda_graph: capture the attack loop in a CUDA graph per input shape (GPU only).
+        fold_bn: fold each eval-mode BatchNorm into the convolution before it for the
+            duration of each call (:func:`fastmix.attacks.fold.fold_bn`; the model is
+            untouched afterwards).
     """
 
     def __init__(self, name: str, model: nn.Module, *, autocast=None, channels_last: bool = False,
-                 cuda_graph: bool = False):
+                 cuda_graph: bool = False, fold_bn: bool = False):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.attack = name
@@ -89,7 +93,8 @@ class Attack:
         self._batchnorm_training = False
         self._dropout_training = False
         autocast_dtype(autocast)  # validates
-        self._fast = dict(autocast=autocast, channels_last=bool(channels_last), cuda_graph=bool(cuda_graph))
+        self._fast = dict(autocast=autocast, channels_last=bool(channels_last), cuda_graph=bool(cuda_graph),
+                          fold_bn=bool(fold_bn))
 
     # ----------------------------------------------------------------- torchattacks API
     def forward(self, images: Tensor, labels: Tensor) -> Tensor:
@@ -240,7 +245,7 @@ class Attack:
             labels = self._eval_logits(images).argmax(dim=1)
         if self.targeted:
             labels = self.get_target_label(images, labels).to(dev).long()
-        with _reject_nonfinite_output(self.model):
+        with _reject_nonfinite_output(self.model), fold_bn_context(self.model, self._fast["fold_bn"]):
             adv = self.forward(images, labels)
         return adv if self.normalization_used is None else self.normalize(adv)
 
@@ -394,7 +399,7 @@ class APGD(Attack):
         self.verbose = verbose
 
     def _apgd(self, images, labels, **kw):
-        fast = {k: v for k, v in self._fast.items() if k != "cuda_graph"}
+        fast = {k: v for k, v in self._fast.items() if k not in ("cuda_graph", "fold_bn")}
         return apgd(self._net(images.device), images, labels, eps=self.eps, steps=self.steps, norm=self._fm_norm,
                     restarts=self.n_restarts, rho=self.rho, seed=self.seed, eot_iter=self.eot_iter,
                     bn_mode=self._mode(), check=True, verbose=self.verbose, **fast, **kw)

@@ -18,6 +18,10 @@ Common arguments:
     cuda_graph: on a GPU, capture the whole K-step loop in one CUDA graph on the first
         call for a shape and replay it for later batches of that shape (eager elsewhere).
         Replays skip the value checks; the model's parameters must keep their storage.
+    fold_bn: for the duration of the attack, fold every BatchNorm that is in eval mode into
+        the convolution before it (:func:`fastmix.attacks.fold.fold_bn`): the same function
+        within float32 rounding, one conv instead of conv + BN per pair, forward and backward.
+        The model is untouched afterwards. No effect on BatchNorms in training mode.
     check: validate values up front and at the first step (one host sync each);
         ``False`` makes the whole call free of host syncs.
 Returns the adversarial images (dtype of ``x``), or an :class:`AttackResult` with GAIRAT's
@@ -35,6 +39,7 @@ from ..ops.target import SoftTarget, label_of
 from .checks import check_eps, check_images, check_int, check_labels, check_norm
 from .losses import feature_loss, make_loss
 from .loop import AttackResult, Loop, run
+from .fold import fold_bn as _fold_bn
 from .modes import attack_mode, autocast_context, autocast_dtype
 
 __all__ = ["pgd", "fgsm", "fgsm_rs", "feature_attack", "eot_pgd"]
@@ -71,7 +76,7 @@ def _callables(*objs):
 def pgd(model: nn.Module, x: Tensor, y, *, eps, alpha, steps: int, norm: str = "linf",
         loss="ce", random_start: bool = True, targeted: bool = False, restarts: int = 1,
         confidence: float = 0.0, bn_mode="eval", return_kappa: bool = False, autocast=None,
-        channels_last: bool = False, cuda_graph: bool = False, check: bool = True):
+        channels_last: bool = False, cuda_graph: bool = False, fold_bn: bool = False, check: bool = True):
     """Projected gradient descent (Madry et al.), METHODS.md 1.1.
 
     Args (beyond the module's common ones):
@@ -103,9 +108,9 @@ def pgd(model: nn.Module, x: Tensor, y, *, eps, alpha, steps: int, norm: str = "
     prepare = (lambda xn, _: torch.log_softmax(model(xn).float(), dim=1)) if kl else None
     loop = Loop(model, loss_fn, steps=steps, norm=norm, sign=sign, amp=amp, prepare=prepare,
                   start=("normal" if kl else "uniform") if random_start else None, count=return_kappa)
-    key = _graph_key(cuda_graph, "pgd", norm, steps, loss if isinstance(loss, str) else id(loss),
+    key = _graph_key(cuda_graph, bool(fold_bn), "pgd", norm, steps, loss if isinstance(loss, str) else id(loss),
                      random_start, targeted, float(confidence), str(bn_mode), amp, return_kappa)
-    with attack_mode(model, bn_mode):
+    with attack_mode(model, bn_mode), _fold_bn(model, bool(fold_bn)):
         best = None
         for r in range(restarts):
             x_adv, kappa = run(loop, x, eps_t, alpha_t, y, label if return_kappa else None,
@@ -154,7 +159,7 @@ def fgsm_rs(model: nn.Module, x: Tensor, y, *, eps, alpha=None, loss="ce", bn_mo
 
 def feature_attack(model: nn.Module, x: Tensor, partner: Tensor | None = None, *, eps, alpha=None,
                    steps: int = 1, distance: str = "cos", random_start: bool = True, bn_mode="eval",
-                   autocast=None, channels_last: bool = False, cuda_graph: bool = False,
+                   autocast=None, channels_last: bool = False, cuda_graph: bool = False, fold_bn: bool = False,
                    check: bool = True) -> Tensor:
     """AIT's feature-space attack (Zhang & Xu; METHODS.md AIT): move ``x`` towards a
     partner in the penultimate feature space of ``model.features``.
@@ -179,15 +184,16 @@ def feature_attack(model: nn.Module, x: Tensor, partner: Tensor | None = None, *
     amp = autocast_dtype(autocast)
     loop = Loop(features, feature_loss(distance), steps=steps, sign=-1.0, amp=amp,
                   prepare=lambda xn, p: features(p), start="uniform" if random_start else None)
-    key = _graph_key(cuda_graph, "feature", steps, distance, random_start, str(bn_mode), amp)
-    with attack_mode(model, bn_mode):
+    key = _graph_key(cuda_graph, bool(fold_bn), "feature", steps, distance, random_start, str(bn_mode), amp)
+    with attack_mode(model, bn_mode), _fold_bn(model, bool(fold_bn)):
         return run(loop, x, eps_t, alpha_t, partner, None, check=check, graph_key=key, model=model)[0]
 
 
 def eot_pgd(model: nn.Module, x: Tensor, y, *, transform: Callable[[Tensor], Tensor], eot_iter: int,
             eps, alpha, steps: int, norm: str = "linf", loss="ce", random_start: bool = True,
             targeted: bool = False, eot_batch: int | None = None, bn_mode="eval", autocast=None,
-            channels_last: bool = False, cuda_graph: bool = False, check: bool = True) -> Tensor:
+            channels_last: bool = False, cuda_graph: bool = False, fold_bn: bool = False,
+            check: bool = True) -> Tensor:
     """PGD whose gradient is the expectation over random transforms (Athalye et al.), the
     adaptive attack on Mixup Inference (METHODS.md 3).
 
@@ -214,8 +220,8 @@ def eot_pgd(model: nn.Module, x: Tensor, y, *, transform: Callable[[Tensor], Ten
     loop = Loop(model, loss_fn, steps=steps, norm=norm, sign=sign, amp=amp,
                   start="uniform" if random_start else None, eot=eot_iter, eot_batch=eot_batch,
                   transform=transform)
-    key = _graph_key(cuda_graph, "eot", id(transform), eot_iter, eot_batch, norm, steps,
+    key = _graph_key(cuda_graph, bool(fold_bn), "eot", id(transform), eot_iter, eot_batch, norm, steps,
                      loss if isinstance(loss, str) else id(loss), random_start, targeted, str(bn_mode), amp)
-    with attack_mode(model, bn_mode):
+    with attack_mode(model, bn_mode), _fold_bn(model, bool(fold_bn)):
         return run(loop, x, eps_t, alpha_t, y, None, check=check, graph_key=key, model=model,
                    callables=_callables(transform, loss))[0]

@@ -32,7 +32,7 @@ class AttackResult(NamedTuple):
 
 
 def input_grad(fwd, loss_fn, x: Tensor, target, *, amp=None, check=False, eot: int = 1,
-               eot_batch: int | None = None, transform=None):
+               eot_batch: int | None = None, transform=None, need_loss: bool = True):
     """Gradient of ``sum_i loss_i`` w.r.t. the input only.
 
     Args:
@@ -44,6 +44,8 @@ def input_grad(fwd, loss_fn, x: Tensor, target, *, amp=None, check=False, eot: i
         eot, eot_batch, transform: Expectation over Transformation: the gradient is summed
             over ``eot`` draws of ``transform(x)`` (the direction of the mean), ``eot_batch``
             draws per forward as one ``(eot_batch*B, ...)`` batch (default: all at once).
+        need_loss: False skips the per-sample loss bookkeeping (the loss is then None):
+            the K-step loop uses only the gradient and the output.
     Returns:
         ``(grad like x, output of the first forward, per-sample loss (B,) float32
         averaged over the draws, detached)``.
@@ -69,10 +71,15 @@ def input_grad(fwd, loss_fn, x: Tensor, target, *, amp=None, check=False, eot: i
                 raise ValueError(f"the loss must return one value per sample, shape ({n * B},); "
                                  f"got shape {tuple(lv.shape)}")
             (g,) = torch.autograd.grad(lv.sum(), xg)
-            lv = lv.detach().float().view(n, B).sum(0)
-            grad, loss_sum = (g, lv) if grad is None else (grad + g, loss_sum + lv)
-            out0 = out.detach()[:B] if out0 is None else out0
+            if need_loss:
+                lv = lv.detach().float().view(n, B).sum(0)
+                loss_sum = lv if loss_sum is None else loss_sum + lv
+            grad = g if grad is None else grad + g
+            if out0 is None:
+                out0 = out.detach() if n == 1 else out.detach()[:B]
             done += n
+    if not need_loss:
+        return grad, out0, None
     return grad, out0, loss_sum / eot if eot > 1 else loss_sum
 
 
@@ -118,7 +125,7 @@ class Loop:
         kappa = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device) if self.count else None
         step = alpha * self.sign
         for k in range(self.steps):
-            g, out, _ = input_grad(self.fwd, self.loss_fn, x, target, amp=self.amp,
+            g, out, _ = input_grad(self.fwd, self.loss_fn, x, target, amp=self.amp, need_loss=False,
                                    check=check and k == 0, **self.eot)
             if kappa is not None:  # still correct before this step (GAIRAT)
                 kappa += out.argmax(dim=1) == label

@@ -49,22 +49,40 @@ def attack_mode(model: nn.Module, bn_mode="eval"):
     statistics, dropout off; "train": the whole model in training mode, as AVmixup and
     FastAT attack; "keep": untouched; or torchattacks' ``(model, batchnorm, dropout)``
     triple). Each module's ``training`` flag and each parameter's ``requires_grad`` are
-    restored on exit, also when the body raises."""
+    restored on exit, also when the body raises.
+
+    It is entered once per attack call, also inside a training step, so it walks the
+    module tree once: the flags are read and set in one pass (through ``Module.train``
+    only where a module overrides it), and only the parameters it froze are unfrozen."""
     mode = check_mode(bn_mode)
     modules = list(model.modules())
     training = [m.training for m in modules]
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
+    frozen, seen = [], set()
+    for m in modules:
+        for p in m._parameters.values():
+            if p is not None and p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                frozen.append(p)
     try:
-        for p in params:
+        for p in frozen:
             p.requires_grad_(False)
-        _apply_mode(model, mode)
+        if isinstance(mode, str) and mode != "keep" and all(type(m).train is _MODULE_TRAIN for m in modules):
+            flag = mode == "train"
+            for m in modules:
+                if m.training is not flag:  # Module.__setattr__ is slow: write only what changes
+                    m.training = flag
+        else:
+            _apply_mode(model, mode)
         yield model
     finally:
         for m, t in zip(modules, training):
-            m.training = t
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
+            if m.training is not t:
+                m.training = t
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+_MODULE_TRAIN = nn.Module.train
 
 
 def autocast_dtype(autocast) -> torch.dtype | None:

@@ -267,12 +267,14 @@ class Method:
 
     @staticmethod
     def ce(logits: Tensor, y, reduction: str = "mean") -> Tensor:
-        """Cross-entropy through the fused op (no host reads) against hard labels ``y``
-        ``(B,)`` or a compact soft target (a :class:`fastmix.attacks.SoftTarget`, which GIF
-        hands to its base method for the interpolated samples)."""
+        """Cross-entropy (no host reads) against hard labels ``y`` ``(B,)`` (torch's
+        ``F.cross_entropy`` in float32: at C = 10 its one fused call costs a third of the
+        soft-target op's argument handling, measured 135 vs 388 us forward+backward at
+        B = 64 on the CPU) or a compact soft target (a :class:`fastmix.attacks.SoftTarget`,
+        which GIF hands to its base method for the interpolated samples; the fused op)."""
         if isinstance(y, tuple):
             return ops.soft_cross_entropy(logits, *y, reduction=reduction, check=False)
-        return ops.soft_cross_entropy(logits, y, reduction=reduction, check=False)
+        return torch.nn.functional.cross_entropy(logits.float(), y, reduction=reduction)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())

@@ -31,9 +31,17 @@ class TrainConfig:
     probe_size: the fixed held-out batch handed to the method after each epoch.
     amp: ``none``, ``bf16`` (autocast) or ``fp16`` (autocast + grad scaler).
     channels_last: channels-last model and batches.
-    compile: ``none``; ``model`` (torch.compile the model, for attacks and training);
+    fold_bn: fold each BatchNorm into the convolution before it while an eval-mode attack
+        runs (the training attacks of PGD-AT, TRADES, GAIRAT, AIT, IAT, GIF/AT-mixup on those
+        bases, and the held-out evaluation): the same function up to float32 rounding,
+        one conv instead of conv + BN per pair; see :mod:`fastmix.attacks.fold`. Attacks in
+        training-mode BN (FastAT, AVmixup) are unaffected. ``None`` (default): on unless
+        ``compile="model"`` (compiled code keeps the unfolded forward); True with
+        ``compile="model"`` is an error.
+    compile: ``none``; ``model`` (torch.compile the model, for attacks and training; on the
+        CPU too, through Inductor's C++ backend);
         ``graphs`` (each attack's K-step loop captured in one CUDA graph and replayed,
-        the training forward compiled). GPU only; eager elsewhere, with a warning.
+        the training forward compiled), GPU only: eager elsewhere, with a warning.
     seed, deterministic: seeding and ``torch.use_deterministic_algorithms`` (cuDNN
         autotuning off). cudnn_benchmark: ``torch.backends.cudnn.benchmark`` during the run
         (None: on for a GPU run unless deterministic). Both process-wide switches hold only
@@ -74,6 +82,7 @@ class TrainConfig:
     probe_size: int = 256
     amp: str = "none"
     channels_last: bool = False
+    fold_bn: bool | None = None
     compile: str = "none"
     seed: int = 0
     deterministic: bool = False
@@ -122,6 +131,9 @@ class TrainConfig:
         need(self.eval_every >= 1, "eval_every", ">= 1")
         need(self.amp in AMP_MODES, "amp", f"one of {AMP_MODES}")
         need(self.compile in COMPILE_MODES, "compile", f"one of {COMPILE_MODES}")
+        need(self.fold_bn is None or isinstance(self.fold_bn, bool), "fold_bn", "None, True or False")
+        need(not (self.fold_bn is True and self.compile == "model"), "fold_bn",
+             "None or False with compile='model' (compiled code keeps the unfolded forward)")
         need(self.stop_after is None or self.stop_after >= 1, "stop_after", "None or >= 1")
         need(self.threads is None or (isinstance(self.threads, int) and not isinstance(self.threads, bool)
                                       and self.threads >= 1), "threads", "None or an int >= 1")
@@ -132,6 +144,11 @@ class TrainConfig:
         need(self.cudnn_benchmark in (None, True, False), "cudnn_benchmark", "None, True or False")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
              "auto, cpu or cuda[:i]")
+
+    @property
+    def folds_bn(self) -> bool:
+        """Whether eval-mode attacks run with BatchNorm folded (``fold_bn`` resolved)."""
+        return self.compile != "model" if self.fold_bn is None else self.fold_bn
 
     #: fields that may differ when resuming: where and how the run is watched, not what it computes
     RESUME_FREE = ("out", "resume", "overwrite", "stop_after", "progress", "device", "data_dir", "download")

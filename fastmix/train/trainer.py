@@ -157,7 +157,7 @@ class Trainer:
             steps_per_epoch=len(self.loader), device=self.device, rank=self.info.rank,
             world_size=self.info.world_size, all_reduce_sum=dist.all_reduce_sum,
             all_gather_cat=dist.all_gather_cat,
-            attack_options={"cuda_graph": True} if cfg.compile == "graphs" and self.device.type == "cuda" else {},
+            attack_options=self._attack_options(),
             fetch=self.loader.fetch))
         # Standard training with eps 0 is still judged at the dataset's usual radius.
         self.eval_eps = fdata.attack_eps(cfg.dataset, train_eps=cfg.eps)
@@ -184,7 +184,7 @@ class Trainer:
         cfg = self.cfg
         attack_model = train_base = module
         if cfg.compile != "none":
-            if self.device.type != "cuda":
+            if self.device.type != "cuda" and cfg.compile == "graphs":
                 warnings.warn(f"compile={cfg.compile!r} needs a GPU; running eager on {self.device}")
             else:
                 compiled = torch.compile(module, dynamic=False)
@@ -198,6 +198,15 @@ class Trainer:
             if train_base is not module:
                 train_model = torch.compile(train_model, dynamic=False)
         return attack_model, train_model
+
+    def _attack_options(self) -> dict:
+        """Keyword arguments of every training attack: CUDA-graph capture, BatchNorm folding."""
+        opts = {}
+        if self.cfg.compile == "graphs" and self.device.type == "cuda":
+            opts["cuda_graph"] = True
+        if self.cfg.folds_bn:
+            opts["fold_bn"] = True
+        return opts
 
     def process_switches(self):
         """The context in which the run's process-wide torch switches hold (``fit`` enters
@@ -269,16 +278,27 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train_step(self, x, y, idx) -> "fmethods.StepOutput":
         """One optimiser step on a batch: the scheduled lr, the method's loss under autocast,
-        backward (through the grad scaler for fp16), SGD. No host synchronisation."""
+        backward (through the grad scaler for fp16), SGD. No host synchronisation.
+
+        Only what the step needs runs per step: autocast is entered only with AMP, the
+        grad scaler only for fp16."""
         lr = self.schedule.lr()
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
-        with self._autocast():
+            if g["lr"] != lr:
+                g["lr"] = lr
+        if self.cfg.amp == "none":
             out = self.method.loss(x, y, idx)
+        else:
+            with self._autocast():
+                out = self.method.loss(x, y, idx)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(out.loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.scaler.is_enabled():
+            self.scaler.scale(out.loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            out.loss.backward()
+            self.optimizer.step()
         self.schedule.step()
         return out
 
@@ -333,7 +353,7 @@ class Trainer:
         """Clean and PGD accuracy on the held-out subset (``cfg.eval_samples`` images)."""
         t0 = time.perf_counter()
         res = accuracy(self.attack_model, self.eval_loader, self.eval_attacks, seed=self.cfg.seed + 12345,
-                       autocast=self._autocast if self.cfg.amp != "none" else None)
+                       autocast=self._autocast if self.cfg.amp != "none" else None, fold_bn=self.cfg.folds_bn)
         res["eval_seconds"] = time.perf_counter() - t0
         return res
 
