@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
+[[ "$PY" == */* ]] && PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # absolute: a check below runs from /
 PIP=("$PY" -m pip install --disable-pip-version-check -q)
 want="${1:-test}"
 
@@ -35,7 +36,7 @@ case "$want" in test|main) extras="test" ;; *) echo "usage: bash scripts/setup.s
 # file the build or the install list depends on.
 stamp_file="build/.setup-stamp"
 stamp="$("$PY" -c 'import sys, torch; print(sys.prefix, torch.__version__)') $extras $NODEPS_PKGS $EXTRA_PKGS
-$(cat pyproject.toml setup.py scripts/setup.sh $(find csrc -type f | LC_ALL=C sort) | sha256sum)"
+$(cat pyproject.toml setup.py scripts/setup.sh $(find csrc -type f -not -path "*/__pycache__/*" | LC_ALL=C sort) | sha256sum)"
 if [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp" ]] \
    && (cd / && "$PY" -c "import importlib.metadata as m; m.version('fastmix'); import fastmix._C") >/dev/null 2>&1; then
   echo "fastmix setup: nothing changed since the last set-up ($stamp_file); skipping pip and the build"
