@@ -126,18 +126,24 @@ def test_parse_mix_layers():
 
 
 # ---------------------------------------------------------------- the methods on UserNet
-def test_iat_input_mixup_on_a_plain_module(monkeypatch):
-    """IAT mixes the input itself and calls ``model(x)`` (UserNet.forward takes no mixing
-    arguments: the old call raised TypeError); the loss is (L_clean + L_adv) / 2 of the
-    mixup CE, computed here densely from the captured lambda and permutation."""
+def _iat_with_fixed_attack_and_recorded_mix(monkeypatch):
+    """A batch of 6, a fixed 'adversarial' batch that IAT's attack returns, and the list that
+    records every (lam, index) IAT passes to ops.mix."""
     import fastmix.methods.iat as iat_mod
-    x, y, idx = _batch(6)
+    x, y, _ = _batch(6)
     x_adv = (x + 0.1 * torch.sign(torch.randn_like(x))).clamp(0, 1)
     monkeypatch.setattr(M.Method, "attack", lambda self, x, y, **kw: x_adv)
     calls = []
     real_mix = iat_mod.ops.mix
     monkeypatch.setattr(iat_mod.ops, "mix", lambda a, b, lam, index, **kw: (calls.append((lam, index)),
                                                                               real_mix(a, b, lam, index, **kw))[1])
+    return x, y, x_adv, calls
+
+def test_iat_input_mixup_on_a_plain_module(monkeypatch):
+    """IAT mixes the input itself and calls ``model(x)`` (UserNet.forward takes no mixing
+    arguments: the old call raised TypeError); the loss is (L_clean + L_adv) / 2 of the
+    mixup CE, computed here densely from the captured lambda and permutation."""
+    x, y, x_adv, calls = _iat_with_fixed_attack_and_recorded_mix(monkeypatch)
     net = UserNet()
     loss = M.build("iat", eps=0.1, variant="mi-code").step(net, x, y)  # one mix over [x; x_adv]
     (lam, perm), = calls
@@ -149,14 +155,7 @@ def test_iat_input_mixup_on_a_plain_module(monkeypatch):
 
 
 def test_iat_manifold_mixes_after_the_named_module(monkeypatch):
-    import fastmix.methods.iat as iat_mod
-    x, y, idx = _batch(6)
-    x_adv = (x + 0.1 * torch.sign(torch.randn_like(x))).clamp(0, 1)
-    monkeypatch.setattr(M.Method, "attack", lambda self, x, y, **kw: x_adv)
-    calls = []
-    real_mix = iat_mod.ops.mix
-    monkeypatch.setattr(iat_mod.ops, "mix", lambda a, b, lam, index, **kw: (calls.append((lam, index)),
-                                                                              real_mix(a, b, lam, index, **kw))[1])
+    x, y, x_adv, calls = _iat_with_fixed_attack_and_recorded_mix(monkeypatch)
     net = UserNet()
     m = M.build("iat-manifold", eps=0.1, mix_layers="layer2", variant="mi-code")
     m.attach(net)
