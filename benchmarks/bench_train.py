@@ -71,25 +71,6 @@ def make_trainer(workload: str, method: str, tmp: str, **opts) -> Trainer:
     return Trainer(cfg, synthetic_splits(c, s, w["n"], crop=4 if s == 32 else 0))
 
 
-def naive_at_step(model, opt, x, y, eps, alpha, steps):
-    """PGD-AT as it is usually written in PyTorch: eval-mode attack with F.cross_entropy,
-    sign step and two clamps per iteration, then a training step. The baseline."""
-    model.eval()
-    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(model(x_adv), y)
-        (g,) = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach() + alpha * g.sign()
-        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
-    model.train()
-    loss = F.cross_entropy(model(x_adv), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss
-
-
 def _sync():
     if DEVICE == "cuda":
         torch.cuda.synchronize()
@@ -110,13 +91,15 @@ VARIANTS = {
 def step_fn(workload: str, method: str, provider: str, tmp: str):
     """A zero-argument callable running one training step, and its batch size.
 
-    ``provider``: ``naive`` (the hand-written loop of ``naive_steps.py``; fp32 eager) or a
+    ``provider``: ``naive`` (the hand-written loop of ``naive_steps.py``; fp32 eager, torch's
+    default SGD), ``naive-fusedsgd`` (the same loop stepping the trainer's fused SGD) or a
     key of :data:`VARIANTS` (fastmix's ``Trainer.train_step`` with those options)."""
     from naive_steps import NAIVE
-    if provider == "naive":
+    if provider in ("naive", "naive-fusedsgd"):
         if method not in NAIVE:
             raise ValueError(f"no naive loop for method {method!r}")
         t = make_trainer(workload, method, tmp)
+        t.naive_uses_trainer_optimizer = provider == "naive-fusedsgd"
     elif provider in VARIANTS:
         opts = {k: v for k, v in VARIANTS[provider].items() if not k.startswith("_")}
         t = make_trainer(workload, method, tmp, **opts)
@@ -129,7 +112,7 @@ def step_fn(workload: str, method: str, provider: str, tmp: str):
     x, y, idx = next(iter(t.loader))
     t.method.start_epoch(1)
     t.module.train()
-    if provider == "naive":
+    if provider.startswith("naive"):
         return (lambda: NAIVE[method](t, x, y, idx)), x.shape[0]
     return (lambda: t.train_step(x, y, idx)), x.shape[0]
 
@@ -252,7 +235,7 @@ def run_steps(workloads, methods, providers, rounds, steps, tmp, log=print, dead
             if deadline is not None and time.perf_counter() > deadline:
                 log(f"deadline reached: {m} and later methods not measured")
                 return rows
-            provs = [p for p in providers if p != "naive" or m in NAIVE]
+            provs = [p for p in providers if not p.startswith("naive") or m in NAIVE]
             fns, batch = {}, None
             for p in provs:
                 fns[p], batch = step_fn(w, m, p, tmp)
@@ -292,7 +275,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="first workload only, 3 rounds of 2 steps")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--providers", default="naive,fastmix", help=f"naive and any of {', '.join(VARIANTS)}")
+    ap.add_argument("--providers", default="naive,fastmix", help=f"naive, naive-fusedsgd and any of {', '.join(VARIANTS)}")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per provider per round")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: stable on a loaded machine)")

@@ -1,6 +1,7 @@
 """Hand-written training steps: the same maths as each fastmix method, written the way a
 user writes it in plain PyTorch (``model.eval()`` / ``model.train()`` around the attack,
-``F.cross_entropy``, ``sign()`` and two clamps per iteration, dense soft targets).
+``F.cross_entropy``, ``sign()`` and two clamps per iteration, dense soft targets,
+``torch.optim.SGD`` with torch's defaults).
 
 They are the baselines of ``bench_train.py`` and ``profile_train.py``: fastmix's
 ``Trainer.train_step`` has to run at least as fast. Each ``naive_<method>(t, x, y, idx)``
@@ -35,10 +36,26 @@ def _pgd(model, x, y, eps, alpha, steps, loss_fn, start="uniform", kappa=False):
     return x_adv, k
 
 
+def naive_optimizer(t):
+    """``torch.optim.SGD`` as a user writes it, torch's default implementation, with the
+    trainer's hyper-parameters and momentum buffers of its own (made on first use).
+    ``t.naive_uses_trainer_optimizer = True`` (provider ``naive-fusedsgd``) makes the loop
+    step the trainer's own optimiser instead, to show what the rest of the step costs."""
+    if getattr(t, "naive_uses_trainer_optimizer", False):
+        return t.optimizer
+    opt = getattr(t, "_naive_sgd", None)
+    if opt is None:
+        g = t.optimizer.param_groups[0]
+        opt = t._naive_sgd = torch.optim.SGD(t.module.parameters(), lr=g["lr"], momentum=g["momentum"],
+                                             weight_decay=g["weight_decay"], nesterov=g["nesterov"])
+    return opt
+
+
 def _sgd(t, loss):
-    t.optimizer.zero_grad(set_to_none=True)
+    opt = naive_optimizer(t)
+    opt.zero_grad(set_to_none=True)
     loss.backward()
-    t.optimizer.step()
+    opt.step()
     return loss
 
 
@@ -100,8 +117,16 @@ def naive_fastat(t, x, y, idx):
 
 
 def naive_avmixup(t, x, y, idx):
-    m, model = t.method, t.module  # attack in train mode (the TF original)
+    # attack with batch statistics, running statistics left as they were (the TF original
+    # attacks with is_training=True and updates the moving averages in the train step only):
+    # train mode, the BatchNorm buffers saved before the attack and put back after it
+    m, model = t.method, t.module
+    bufs = [b for mod in model.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)
+            for b in mod.buffers()]
+    saved = [b.clone() for b in bufs]
     x_adv, _ = _pgd(model, x, y, m.eps, m.alpha, m.steps, lambda o: F.cross_entropy(o, y))
+    for b, v in zip(bufs, saved):
+        b.copy_(v)
     x_av = x + m.gamma * (x_adv - x)
     a = torch.rand(x.shape[0]).to(x.device)
     x_hat = (a.view(-1, 1, 1, 1) * x + (1 - a.view(-1, 1, 1, 1)) * x_av).clamp(0, 1)

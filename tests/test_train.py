@@ -204,3 +204,48 @@ def test_pgd_at_is_robust_where_standard_training_is_not(tmp_path, digits):
     # robustness at eps 0.2), and the claim itself is a comparison of two runs in one process.
     assert res["standard"]["clean_acc"] > 0.8 and res["at"]["clean_acc"] > 0.65
     assert res["at"]["pgd_acc"] > res["standard"]["pgd_acc"] + 0.3
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_fused_sgd_matches_default_sgd(nesterov):
+    """The trainer's fused SGD makes the same updates as torch's default per-parameter loop
+    (an independent implementation of the same rule), with momentum and weight decay."""
+    from fastmix.models import build
+    from fastmix.train.trainer import make_sgd
+    torch.manual_seed(0)
+    nets = [build("cnn", 10, 1, 8, width=8) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    hp = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=nesterov)
+    fused, plain = make_sgd(nets[0].parameters(), **hp), torch.optim.SGD(nets[1].parameters(), **hp)
+    assert fused.defaults["fused"] is True and not plain.defaults["fused"]
+    x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    for _ in range(20):
+        for net, opt in zip(nets, (fused, plain)):
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_trainer_uses_fused_sgd_and_keeps_it_after_resume(tmp_path, digits):
+    Trainer(small(tmp_path, epochs=2, stop_after=1), digits).fit()
+    st = load_checkpoint(str(tmp_path / "last.pt"))
+    for g in st["optimizer"]["param_groups"]:  # as written by a run without the fused kernel
+        g["fused"] = None
+    torch.save(st, tmp_path / "last.pt")
+    t = Trainer(small(tmp_path, epochs=2, resume=True), digits)
+    assert all(g["fused"] is True for g in t.optimizer.param_groups)
+
+
+def test_make_sgd_falls_back_where_torch_refuses_fused(monkeypatch):
+    from fastmix.train import trainer as tr
+    real = torch.optim.SGD
+
+    def refuse(params, **kw):
+        if kw.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(params, **kw)
+    monkeypatch.setattr(torch.optim, "SGD", refuse)
+    opt = tr.make_sgd([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    assert isinstance(opt, real) and not opt.defaults["fused"]

@@ -61,6 +61,26 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def make_sgd(params, **hparams) -> torch.optim.SGD:
+    """``torch.optim.SGD(params, **hparams)`` with torch's fused kernel where every parameter
+    allows it (floating point, on a device with fused optimiser kernels: CPU and CUDA).
+
+    Same update as torch's default per-parameter loop (bit-identical on the CPU:
+    ``tests/test_train.py::test_fused_sgd_matches_default_sgd``) in one kernel call instead of
+    a few Python-dispatched ops per parameter: on the CPU, 3.7x faster for the digits CNN's
+    13 parameters (1.68 ms -> 0.45 ms) and 2.6x for PreActResNet-18's 56, a few per cent
+    of a FastAT step (``benchmarks/bench_train.py``, provider ``naive-fusedsgd``). Falls
+    back to the default implementation otherwise (e.g. a parameter on a device without
+    fused kernels)."""
+    params = list(params)
+    try:
+        return torch.optim.SGD(params, **hparams, fused=True)
+    except RuntimeError as e:  # torch refuses fused=True for this parameter set
+        if "fused" not in str(e):
+            raise
+        return torch.optim.SGD(params, **hparams)
+
+
 def build_model(cfg: TrainConfig, splits: fdata.Splits) -> nn.Module:
     """``cfg.model``: a built-in name (:func:`fastmix.models.build`) or an import string
     ``"pkg.mod:build"`` (:func:`fastmix.models.user.build`: called with the dataset's facts
@@ -144,8 +164,8 @@ class Trainer:
                       self.heldout.labels[:n_probe].to(self.device))
 
         self.attack_model, self.train_model = self._wrap(self.module)
-        self.optimizer = torch.optim.SGD(self.module.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        self.optimizer = make_sgd(self.module.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                  weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.schedule = LRSchedule(cfg.schedule, cfg.lr, cfg.epochs, len(self.loader),
                                    milestones=cfg.milestones, gamma=cfg.gamma)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
@@ -248,6 +268,8 @@ class Trainer:
     def _restore(self, st: dict) -> None:
         self.module.load_state_dict(st["model"])
         self.optimizer.load_state_dict(st["optimizer"])
+        for g in self.optimizer.param_groups:  # a checkpoint's groups name its writer's implementation
+            g["fused"], g["foreach"] = self.optimizer.defaults["fused"], self.optimizer.defaults["foreach"]
         self.schedule.load_state_dict(st["scheduler"])
         self.scaler.load_state_dict(st["scaler"])
         self.method.load_state_dict(st["method"]["state"])
