@@ -127,6 +127,49 @@ def test_mode_and_requires_grad_restored(net, data, bn_mode):
     assert seen["bn_training"] == expect_bn and seen["dropout_training"] == expect_do
 
 
+class _Overrides(torch.nn.Module):
+    """A module whose train() and __setattr__ are its own: attack_mode must go through them."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.calls = []
+
+    def train(self, mode=True):
+        self.calls.append(mode)
+        return super().train(mode)
+
+    def __setattr__(self, name, value):
+        if name == "training" and "calls" in self.__dict__:
+            self.calls.append(("set", value))
+        super().__setattr__(name, value)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_attack_mode_with_shared_and_custom_modules(bn_mode):
+    """A submodule shared by two parents, a parameter shared by two layers, and a module
+    with its own train()/__setattr__: every flag is set for the attack and restored after."""
+    from fastmix.attacks import attack_mode
+    shared, custom = torch.nn.BatchNorm1d(4), _Overrides()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), shared, torch.nn.Sequential(shared, custom),
+                                torch.nn.Dropout(0.5))
+    model[0].weight = custom.lin.weight  # tied weights
+    model.train()
+    model[3].eval()
+    custom.lin.bias.requires_grad_(False)
+    before = _snapshot(model)
+    flag = bn_mode == "train"
+    with attack_mode(model, bn_mode):
+        assert all(m.training is flag for m in model.modules())
+        assert not any(p.requires_grad for p in model.parameters())
+        assert custom.calls  # its own train() ran
+    assert _snapshot(model) == before
+    assert custom.lin.weight.requires_grad and not custom.lin.bias.requires_grad
+
+
 def test_state_restored_on_exception(net, data):
     x, y = data
     _mixed_state(net)

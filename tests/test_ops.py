@@ -107,6 +107,43 @@ def test_pgd_step_inplace(device, backend, norm, layout):
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("device,backend", DB, ids=DB_IDS)
+def test_pgd_stepper_repeats_the_reference_step(device, backend, norm, layout):
+    """K steps through one stepper equal K steps of the reference, in place."""
+    x, _, xn, eps = _pgd_inputs((5, 3, 9, 11), torch.float32, device, layout, "tensor")
+    ref = x.clone()
+    with fops.use_backend(backend):
+        step = fops.pgd_stepper(xn, eps, -0.02 if norm == "linf" else 0.3, norm=norm)
+    ptr = x.data_ptr()
+    for k in range(3):
+        g = _layout(torch.randn(x.shape, device=device), layout)
+        ref = fops.pgd_step_ref(ref, g, xn, eps, -0.02 if norm == "linf" else 0.3, norm=norm)
+        assert step(x, g) is x
+        assert_close(x, ref, what=f"pgd_stepper step {k}")
+    assert x.data_ptr() == ptr
+
+
+def test_pgd_stepper_checks_what_it_is_given():
+    xn = torch.rand(4, 1, 5, 5)
+    with pytest.raises(ValueError, match="eps"):
+        fops.pgd_stepper(xn, -0.1, 0.01)
+    with pytest.raises(ValueError, match="x_nat"):
+        fops.pgd_stepper(xn.long(), 0.1, 0.01)
+    step = fops.pgd_stepper(xn, 0.1, 0.01)
+    x = xn.clone()
+    with pytest.raises(ValueError, match="grad must have the shape of x_nat"):
+        step(x, torch.randn(4, 1, 5, 4))
+    with pytest.raises(ValueError, match="x must have the shape of x_nat"):
+        step(x[:2], torch.randn(2, 1, 5, 5))
+    with pytest.raises(ValueError, match="grad must be float32"):
+        step(x, torch.randn(4, 1, 5, 5, dtype=torch.float64))
+    # another dtype for the iterate: the full op's contract decides (x_nat's dtype required)
+    with pytest.raises(ValueError, match="dtype"):
+        step(x.half(), torch.randn(4, 1, 5, 5))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("device,backend", DB, ids=DB_IDS)

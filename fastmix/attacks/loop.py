@@ -70,7 +70,9 @@ def input_grad(fwd, loss_fn, x: Tensor, target, *, amp=None, check=False, eot: i
             if lv.shape != (n * B,):
                 raise ValueError(f"the loss must return one value per sample, shape ({n * B},); "
                                  f"got shape {tuple(lv.shape)}")
-            (g,) = torch.autograd.grad(lv.sum(), xg)
+            # d(sum_i lv_i)/dx, seeded with ones: the gradient of lv.sum() without the sum op
+            # and its backward node (the same values: the sum's backward hands each sample 1.0)
+            (g,) = torch.autograd.grad(lv, xg, grad_outputs=torch.ones_like(lv))
             if need_loss:
                 lv = lv.detach().float().view(n, B).sum(0)
                 loss_sum = lv if loss_sum is None else loss_sum + lv
@@ -123,13 +125,13 @@ class Loop:
         else:
             x = x_nat.clone()
         kappa = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device) if self.count else None
-        step = alpha * self.sign
+        update = ops.pgd_stepper(x_nat, eps, alpha * self.sign, norm=self.norm, check=False)
         for k in range(self.steps):
             g, out, _ = input_grad(self.fwd, self.loss_fn, x, target, amp=self.amp, need_loss=False,
                                    check=check and k == 0, **self.eot)
             if kappa is not None:  # still correct before this step (GAIRAT)
                 kappa += out.argmax(dim=1) == label
-            ops.pgd_step_(x, g, x_nat, eps, step, norm=self.norm, check=False)
+            update(x, g)
         return x, kappa
 
 

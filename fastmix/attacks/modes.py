@@ -42,6 +42,45 @@ def _apply_mode(model: nn.Module, mode) -> None:
                 m.eval()
 
 
+def module_list(model: nn.Module) -> list:
+    """``model`` and every submodule, breadth first (a shared submodule may appear more than
+    once: harmless here, where a flag is written and restored the same way each time). A
+    plain loop over ``_modules``: ``Module.modules()`` builds a prefixed name per module."""
+    mods, i = [model], 0
+    while i < len(mods):
+        children = mods[i]._modules
+        if children:
+            mods.extend(c for c in children.values() if c is not None)
+        i += 1
+    return mods
+
+
+_PLAIN_TYPES: dict = {}  # per class; classes are few (one entry each, never evicted)
+
+
+def plain_module_type(cls) -> bool:
+    """Whether ``cls`` keeps ``nn.Module``'s ``train`` and ``__setattr__``, so that its
+    ``training`` flag is a plain instance attribute that can be written directly."""
+    ok = _PLAIN_TYPES.get(cls)
+    if ok is None:
+        ok = _PLAIN_TYPES[cls] = cls.train is _MODULE_TRAIN and cls.__setattr__ is _MODULE_SETATTR
+    return ok
+
+
+def set_training(mods: list, flags) -> None:
+    """Write each module's ``training`` flag (a bool, or one per module) where it differs.
+    Straight into the instance dict for plain modules (what ``Module.train`` ends up doing,
+    without ``Module.__setattr__``'s dictionary lookups); through ``__setattr__`` for the rest."""
+    one = isinstance(flags, bool)
+    for j, m in enumerate(mods):
+        f = flags if one else flags[j]
+        if m.training is not f:
+            if plain_module_type(type(m)):
+                m.__dict__["training"] = f
+            else:
+                m.training = f
+
+
 @contextlib.contextmanager
 def attack_mode(model: nn.Module, bn_mode="eval"):
     """Run an attack on ``model``: every parameter ``requires_grad=False`` (no weight
@@ -51,38 +90,30 @@ def attack_mode(model: nn.Module, bn_mode="eval"):
     triple). Each module's ``training`` flag and each parameter's ``requires_grad`` are
     restored on exit, also when the body raises.
 
-    It is entered once per attack call, also inside a training step, so it walks the
-    module tree once: the flags are read and set in one pass (through ``Module.train``
-    only where a module overrides it), and only the parameters it froze are unfrozen."""
+    It is entered once per attack call, also inside a training step, so it costs a small
+    fraction of ``model.eval(); model.train()``: one walk of the module tree, flags read
+    and written in place (through ``Module.train`` only where a module overrides it), and
+    only the parameters it froze are unfrozen."""
     mode = check_mode(bn_mode)
-    modules = list(model.modules())
+    modules = module_list(model)
     training = [m.training for m in modules]
-    frozen, seen = [], set()
-    for m in modules:
-        for p in m._parameters.values():
-            if p is not None and p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                frozen.append(p)
+    frozen = [p for m in modules for p in m._parameters.values() if p is not None and p.requires_grad]
     try:
         for p in frozen:
             p.requires_grad_(False)
         if isinstance(mode, str) and mode != "keep" and all(type(m).train is _MODULE_TRAIN for m in modules):
-            flag = mode == "train"
-            for m in modules:
-                if m.training is not flag:  # Module.__setattr__ is slow: write only what changes
-                    m.training = flag
+            set_training(modules, mode == "train")
         else:
             _apply_mode(model, mode)
         yield model
     finally:
-        for m, t in zip(modules, training):
-            if m.training is not t:
-                m.training = t
-        for p in frozen:
+        set_training(modules, training)
+        for p in frozen:  # a parameter shared by two modules is listed twice: set twice, same value
             p.requires_grad_(True)
 
 
 _MODULE_TRAIN = nn.Module.train
+_MODULE_SETATTR = nn.Module.__setattr__
 
 
 def autocast_dtype(autocast) -> torch.dtype | None:

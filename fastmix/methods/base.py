@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
+from ..attacks.modes import module_list, plain_module_type
 
 # BatchNorm while a method attacks: "eval" (running statistics), "train" (batch statistics,
 # and every attack forward updates the running statistics, as in Wong et al.'s FastAT), or
@@ -62,14 +63,19 @@ def frozen_running_stats(model: nn.Module):
     the same as with tracking on. In eval mode the layers still use their running
     statistics. Restored on exit, also when the body raises.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    try:
+    bns = [m for m in module_list(model) if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+    def put(flag):  # a BN listed twice (shared) is written twice, the same value
         for m in bns:
-            m.track_running_stats = False
+            if plain_module_type(type(m)):
+                m.__dict__["track_running_stats"] = flag  # what Module.__setattr__ ends up doing
+            else:
+                m.track_running_stats = flag
+    try:
+        put(False)
         yield model
     finally:
-        for m in bns:
-            m.track_running_stats = True
+        put(True)
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Public ops (each also has a torch reference ``<op>_ref``), one module per op
 (``fastmix/ops/_<op>.py``: wrapper, metadata contract, reference, fake, autograd):
 
-- :func:`pgd_step` / :func:`pgd_step_` -- the PGD sign-step-project update (L-inf, L2)
+- :func:`pgd_step` / :func:`pgd_step_` -- the PGD sign-step-project update (L-inf, L2);
+  :func:`pgd_stepper` -- the same in place, its arguments checked once for a K-step loop
 - :func:`random_start` -- a uniform point of the eps-ball
 - :func:`mix` -- batched gather-mixing ``lam*a + (1-lam)*b[index]``
 - :func:`soft_cross_entropy` -- CE against the compact two-part soft target (METHODS.md 1.2)
@@ -27,14 +28,14 @@ from .. import _backend
 from . import _library  # noqa: F401  (probes and loads the backends once)
 from ._cw_margin import cw_margin, cw_margin_ref
 from ._mix import mix, mix_ref
-from ._pgd_step import L2_GRAD_EPS, pgd_step, pgd_step_, pgd_step_ref
+from ._pgd_step import L2_GRAD_EPS, pgd_step, pgd_step_, pgd_step_ref, pgd_stepper
 from ._random_start import (L2_NOISE_EPS, draw_random_start_noise, random_start,
                             random_start_from_noise_ref, random_start_ref)
 from ._soft_cross_entropy import soft_cross_entropy, soft_cross_entropy_ref, soft_target_ref
 from .target import SoftTarget, label_of  # noqa: F401,E402  (the compact target, beside the ops)
 
 __all__ = [
-    "pgd_step", "pgd_step_", "random_start", "mix", "soft_cross_entropy", "cw_margin",
+    "pgd_step", "pgd_step_", "pgd_stepper", "random_start", "mix", "soft_cross_entropy", "cw_margin",
     "pgd_step_ref", "random_start_ref", "mix_ref", "soft_cross_entropy_ref", "cw_margin_ref",
     "soft_target_ref", "draw_random_start_noise", "random_start_from_noise_ref",
     "available_backends", "pick_backend", "set_default_backend", "use_backend",
