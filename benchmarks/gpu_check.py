@@ -286,7 +286,7 @@ class Check:
         methods = list(BT.METHODS) + ["iat-manifold", "gif"]  # "at" early: its epoch time is a goal
         with tempfile.TemporaryDirectory() as tmp, _warnings_off():
             provs = ["fastmix", "fastmix-fast"] if self.dry else ["fastmix-nofold", "fastmix", "fastmix-fast"]
-        rows = BT.run_steps(["gpucheck"], methods, provs, rounds, steps, tmp, log=self.log)
+            rows = BT.run_steps(["gpucheck"], methods, provs, rounds, steps, tmp, log=self.log)
         for r in rows:
             r["seconds_per_50k_epoch"] = 50000 / r["images_per_s"]
         done = sorted({r["method"] for r in rows})
