@@ -11,7 +11,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .. import ops
+from ..ops._pgd_step import stepper_unchecked
+from ..ops._random_start import random_start_unchecked
 from ..ops.target import SoftTarget, repeat_target
 from . import graphs
 from .losses import check_target
@@ -118,14 +119,15 @@ class Loop:
         """``x_nat`` ``(B, ...)`` in [0, 1]; ``eps``, ``alpha`` float32 ``(B,)``; ``aux`` the
         raw target; ``label`` ``(B,)`` int64 or None. Returns ``(x_adv, kappa or None)``."""
         target = self.target(x_nat, aux)
+        code = 0 if self.norm == "linf" else 2
         if self.start == "uniform":
-            x = ops.random_start(x_nat, eps, norm=self.norm, check=False)
+            x = random_start_unchecked(x_nat, eps, code)
         elif self.start == "normal":  # TRADES; clipped to the image range like every iterate
             x = (x_nat + 0.001 * torch.randn_like(x_nat)).clamp_(0.0, 1.0)
         else:
             x = x_nat.clone()
         kappa = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device) if self.count else None
-        update = ops.pgd_stepper(x_nat, eps, alpha * self.sign, norm=self.norm, check=False)
+        update = stepper_unchecked(x_nat, eps, alpha * self.sign if self.sign != 1.0 else alpha, code)
         for k in range(self.steps):
             g, out, _ = input_grad(self.fwd, self.loss_fn, x, target, amp=self.amp, need_loss=False,
                                    check=check and k == 0, **self.eot)

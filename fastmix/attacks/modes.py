@@ -43,14 +43,14 @@ def _apply_mode(model: nn.Module, mode) -> None:
 
 
 def module_list(model: nn.Module) -> list:
-    """``model`` and every submodule, breadth first (a shared submodule may appear more than
-    once: harmless here, where a flag is written and restored the same way each time). A
-    plain loop over ``_modules``: ``Module.modules()`` builds a prefixed name per module."""
-    mods, i = [model], 0
+    """``model`` and every submodule once, breadth first. A plain loop over ``_modules``:
+    ``Module.modules()`` also builds a prefixed name per module."""
+    mods, seen, i = [model], {id(model)}, 0
     while i < len(mods):
-        children = mods[i]._modules
-        if children:
-            mods.extend(c for c in children.values() if c is not None)
+        for c in mods[i]._modules.values():
+            if c is not None and id(c) not in seen:
+                seen.add(id(c))
+                mods.append(c)
         i += 1
     return mods
 
@@ -71,9 +71,9 @@ def set_training(mods: list, flags) -> None:
     """Write each module's ``training`` flag (a bool, or one per module) where it differs.
     Straight into the instance dict for plain modules (what ``Module.train`` ends up doing,
     without ``Module.__setattr__``'s dictionary lookups); through ``__setattr__`` for the rest."""
-    one = isinstance(flags, bool)
-    for j, m in enumerate(mods):
-        f = flags if one else flags[j]
+    if isinstance(flags, bool):
+        flags = [flags] * len(mods)
+    for m, f in zip(mods, flags):
         if m.training is not f:
             if plain_module_type(type(m)):
                 m.__dict__["training"] = f
@@ -95,13 +95,26 @@ def attack_mode(model: nn.Module, bn_mode="eval"):
     and written in place (through ``Module.train`` only where a module overrides it), and
     only the parameters it froze are unfrozen."""
     mode = check_mode(bn_mode)
-    modules = module_list(model)
-    training = [m.training for m in modules]
-    frozen = [p for m in modules for p in m._parameters.values() if p is not None and p.requires_grad]
+    # one pass over the tree (this runs inside every training step): modules, their flags,
+    # the parameters to freeze, and whether every module keeps Module.train
+    modules, seen, training, frozen, i, plain = [model], {id(model)}, [], [], 0, True
+    while i < len(modules):
+        m = modules[i]
+        for c in m._modules.values():
+            if c is not None and id(c) not in seen:
+                seen.add(id(c))
+                modules.append(c)
+        training.append(m.training)
+        for p in m._parameters.values():
+            if p is not None and p.requires_grad:
+                frozen.append(p)
+        if plain and type(m).train is not _MODULE_TRAIN:
+            plain = False
+        i += 1
     try:
         for p in frozen:
             p.requires_grad_(False)
-        if isinstance(mode, str) and mode != "keep" and all(type(m).train is _MODULE_TRAIN for m in modules):
+        if plain and isinstance(mode, str) and mode != "keep":
             set_training(modules, mode == "train")
         else:
             _apply_mode(model, mode)

@@ -65,7 +65,7 @@ def frozen_running_stats(model: nn.Module):
     """
     bns = [m for m in module_list(model) if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
-    def put(flag):  # a BN listed twice (shared) is written twice, the same value
+    def put(flag):
         for m in bns:
             if plain_module_type(type(m)):
                 m.__dict__["track_running_stats"] = flag  # what Module.__setattr__ ends up doing

@@ -146,7 +146,16 @@ def pgd_stepper(x_nat: Tensor, eps, alpha, *, norm: str = "linf", lo: float = 0.
     """
     V.float_tensor("x_nat", x_nat, min_dim=1)
     code, lo, hi, e, a = _contract(x_nat, x_nat, x_nat, eps, alpha, norm, lo, hi, check)
-    b = _backend.resolve(x_nat.device, backend)
+    return stepper_unchecked(x_nat, e, a, code, lo, hi, _backend.resolve(x_nat.device, backend))
+
+
+def stepper_unchecked(x_nat: Tensor, e: Tensor, a: Tensor, code: int, lo: float = 0.0, hi: float = 1.0,
+                      b: str | None = None):
+    """:func:`pgd_stepper` after its contract: ``e``, ``a`` float32 ``(B,)`` tensors on
+    ``x_nat``'s device, ``code`` 0 (L-inf) or 2 (L2), ``b`` a resolved backend (None: the
+    default). For the attacks' loop, whose inputs were checked once per call."""
+    if b is None:
+        b = _backend.resolve(x_nat.device)
     fmt = L.memory_format(x_nat)
     shape, dtype, device = x_nat.shape, x_nat.dtype, x_nat.device
     xn = x_nat.contiguous(memory_format=fmt)

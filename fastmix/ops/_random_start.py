@@ -79,7 +79,16 @@ def random_start(x_nat: Tensor, eps, *, norm: str = "linf", lo: float = 0.0, hi:
     if scan:
         V.finite("x_nat", x_nat)
     e = V.per_sample("eps", eps, x_nat.shape[0], x_nat.device, lo=0.0, check=scan)
-    b = _backend.resolve(x_nat.device, backend)
+    return random_start_unchecked(x_nat, e, code, lo, hi, _backend.resolve(x_nat.device, backend), generator)
+
+
+def random_start_unchecked(x_nat: Tensor, e: Tensor, code: int, lo: float = 0.0, hi: float = 1.0,
+                           b: str | None = None, generator=None) -> Tensor:
+    """:func:`random_start` after its contract: ``e`` a float32 ``(B,)`` tensor on
+    ``x_nat``'s device, ``code`` 0 (L-inf) or 2 (L2), ``b`` a resolved backend (None: the
+    default). For the attacks' loop, whose inputs were checked once per call."""
+    if b is None:
+        b = _backend.resolve(x_nat.device)
     name = "linf" if code == 0 else "l2"
     noise, radius = draw_random_start_noise(x_nat, name, generator)
     if b == "torch":
