@@ -216,6 +216,16 @@ def _median(v):
     return v[m] if len(v) % 2 else 0.5 * (v[m - 1] + v[m])
 
 
+def bootstrap_ci(v, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the median of ``v`` (the per-round ratios)."""
+    import random
+    rng, meds = random.Random(seed), []
+    for _ in range(n):
+        meds.append(_median([v[rng.randrange(len(v))] for _ in v]))
+    meds.sort()
+    return meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
+
+
 def environment() -> dict:
     return {"device": torch.cuda.get_device_name(0) if DEVICE == "cuda" else f"cpu-{os.cpu_count()}core",
             "cpu": platform.processor() or platform.machine(),
@@ -247,10 +257,14 @@ def run_steps(workloads, methods, providers, rounds, steps, tmp, log=print, dead
                 for base in ("naive", "fastmix"):
                     if base in times and base != p:
                         row[f"ratio_to_{base}"] = _median([b / t for b, t in zip(times[base], times[p])])
-                        row[f"cpu_ratio_to_{base}"] = _median([b / t for b, t in zip(cpu[base], cpu[p])])
+                        cr = [b / t for b, t in zip(cpu[base], cpu[p])]
+                        row[f"cpu_ratio_to_{base}"] = _median(cr)
+                        row[f"cpu_ratio_to_{base}_ci95"] = bootstrap_ci(cr) if len(cr) > 2 else None
                 rows.append(row)
                 log(f"{w:16s} {m:9s} {p:18s} {row['images_per_s']:9.1f} img/s"
-                    + "".join(f"  x{row[k]:.3f} (cpu x{row['cpu_' + k]:.3f}) vs {k[9:]}"
+                    + "".join(f"  x{row[k]:.3f} (cpu x{row['cpu_' + k]:.3f}"
+                              + (" [{:.3f}, {:.3f}]".format(*row['cpu_' + k + '_ci95'])
+                                 if row.get('cpu_' + k + '_ci95') else "") + f") vs {k[9:]}"
                               for k in ("ratio_to_naive", "ratio_to_fastmix") if k in row), flush=True)
     return rows
 
@@ -259,13 +273,20 @@ def markdown(env: dict, rows: list[dict]) -> str:
     out = [f"Training-step throughput on {env['device']} ({env['cpu']}), torch {env['torch']}, "
            f"{env['threads']} thread(s), {env['date']}, load average {env['load_average']}. Ratios: "
            f"median over interleaved rounds of the per-round time ratio (higher is faster).\n",
-           "CPU-time ratios (process time, one thread) in brackets.\n",
+           "Wall-clock ratio first, then the CPU-time ratio (process time, one thread) with its 95% "
+           "bootstrap interval in brackets.\n",
            "| workload | method | provider | batch | images/s | vs naive | vs fastmix fp32 |",
            "|---|---|---|---:|---:|---:|---:|"]
+
+    def f(r, k):
+        if k not in r:
+            return "-"
+        ci = r.get(f"cpu_{k}_ci95")
+        ci = f", {ci[0]:.3f}-{ci[1]:.3f}" if ci else ""
+        return f"{r[k]:.3f}x ({r['cpu_' + k]:.3f}x{ci})"
     for r in rows:
-        f = lambda k: f"{r[k]:.3f}x ({r['cpu_' + k]:.3f}x)" if k in r else "-"  # noqa: E731
         out.append(f"| {r['workload']} | {r['method']} | {r['provider']} | {r['batch']} | {r['images_per_s']:.1f} "
-                   f"| {f('ratio_to_naive')} | {f('ratio_to_fastmix')} |")
+                   f"| {f(r, 'ratio_to_naive')} | {f(r, 'ratio_to_fastmix')} |")
     return "\n".join(out) + "\n"
 
 

@@ -173,25 +173,32 @@ def naive_ait(t, x, y, idx):
 
 
 def naive_at_mixup(t, x, y, idx):
-    """AT on the batch plus as many mixup pairs drawn from the whole training set
-    (lam ~ U(0, 1)), PGD against the dense soft target, mean soft CE over both."""
+    """AT-mixup (GIF's Algorithm 5) as fastmix runs it by default: the first half of the
+    batch as originals plus as many mixup samples of random pairs ``i != j`` of the whole
+    training set (lam ~ U(0, 1)); PGD against the dense soft target, then the verdicts GIF
+    logs (the prediction on each attacked image, one no-grad forward in the attack's BN
+    mode) and the mean soft CE over both halves."""
     m, model = t.method, t.module
-    B = x.shape[0]
-    ij = torch.randint(t.method.ctx.num_train, (2 * B,)).to(x.device)
-    xs, ys = t.loader.fetch(ij)
-    lam = torch.rand(B).to(x.device)
-    x_bar = lam.view(-1, 1, 1, 1) * xs[:B] + (1 - lam.view(-1, 1, 1, 1)) * xs[B:]
+    k = x.shape[0] - x.shape[0] // 2
+    x, y = x[:k], y[:k]
+    n_train = m.ctx.num_train
+    i = torch.randint(n_train, (k,))
+    j = (i + torch.randint(1, n_train, (k,))) % n_train
+    xs, ys = t.loader.fetch(torch.cat([i, j]).to(x.device))
+    lam = torch.rand(k).to(x.device)
+    x_bar = lam.view(-1, 1, 1, 1) * xs[:k] + (1 - lam.view(-1, 1, 1, 1)) * xs[k:]
     c = t.splits.num_classes
     x_all = torch.cat([x, x_bar])
     target = torch.cat([F.one_hot(y, c).float(),
-                        lam[:, None] * F.one_hot(ys[:B], c) + (1 - lam[:, None]) * F.one_hot(ys[B:], c)])
+                        lam[:, None] * F.one_hot(ys[:k], c) + (1 - lam[:, None]) * F.one_hot(ys[k:], c)])
     model.eval()
     x_adv, _ = _pgd(model, x_all, None, m.eps, m.alpha, m.steps, lambda o: _soft_ce(o, target).mean())
+    with torch.no_grad():
+        pred = model(x_adv).argmax(1)
     model.train()
+    m._naive_verdicts = (pred[:k] != y, (pred[k:] != ys[:k]) & (pred[k:] != ys[k:]))  # kept on device
     logits = model(x_adv)
-    loss = _soft_ce(logits, target).mean()
-    m._naive_attackable = logits[:B].detach().argmax(1) != y  # GIF's bookkeeping, kept on device
-    return _sgd(t, loss)
+    return _sgd(t, _soft_ce(logits, target).mean())
 
 
 NAIVE = {"standard": naive_standard, "at": naive_at, "trades": naive_trades, "gairat": naive_gairat,
