@@ -132,9 +132,9 @@ def test_pgd_stepper_checks_what_it_is_given():
         fops.pgd_stepper(xn.long(), 0.1, 0.01)
     step = fops.pgd_stepper(xn, 0.1, 0.01)
     x = xn.clone()
-    with pytest.raises(ValueError, match="grad must have the shape of x_nat"):
+    with pytest.raises(ValueError, match="grad must have the shape of x"):
         step(x, torch.randn(4, 1, 5, 4))
-    with pytest.raises(ValueError, match="x must have the shape of x_nat"):
+    with pytest.raises(ValueError, match="x_nat must have the shape of x"):
         step(x[:2], torch.randn(2, 1, 5, 5))
     with pytest.raises(ValueError, match="grad must be float32"):
         step(x, torch.randn(4, 1, 5, 5, dtype=torch.float64))

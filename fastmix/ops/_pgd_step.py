@@ -164,12 +164,7 @@ def stepper_unchecked(x_nat: Tensor, e: Tensor, a: Tensor, code: int, lo: float 
 
     def step(x: Tensor, grad: Tensor) -> Tensor:
         if x.shape != shape or grad.shape != shape or x.device != device or grad.device != device:
-            V.tensor("x", x)
-            V.tensor("grad", grad)
-            V.same_shape("x", x, "x_nat", x_nat)
-            V.same_shape("grad", grad, "x_nat", x_nat)
-            V.same_device("x", x, "x_nat", x_nat)
-            V.same_device("grad", grad, "x_nat", x_nat)
+            _contract(x, grad, x_nat, e, a, name, lo, hi, False)  # raises, naming the argument
         if kern is None or x.dtype != dtype or not x.is_contiguous(memory_format=fmt):
             return pgd_step_(x, grad, x_nat, e, a, norm=name, lo=lo, hi=hi, backend=b, check=False)
         if grad.dtype not in V.FLOAT_DTYPES:
