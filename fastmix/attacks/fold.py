@@ -162,7 +162,6 @@ class FoldedPair:
                 m.forward = saved
 
 
-@contextlib.contextmanager
 def fold_bn(model: nn.Module, enabled: bool = True):
     """Fold every ``conv -> BatchNorm`` pair of ``model`` into the conv for the duration of
     the block (see the module docstring); yields the list of :class:`FoldedPair` (empty when
@@ -174,8 +173,7 @@ def fold_bn(model: nn.Module, enabled: bool = True):
         enabled: False makes this a no-op context (for ``fold_bn(model, option)``).
     """
     if not enabled:
-        yield []
-        return
+        return contextlib.nullcontext([])
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
     if hasattr(model, "_orig_mod"):
@@ -184,6 +182,11 @@ def fold_bn(model: nn.Module, enabled: bool = True):
     # A BatchNorm in training mode now (a train-mode attack: FastAT, AVmixup) cannot fold;
     # skipping it keeps such attacks free of the refresh cost.
     pairs = [FoldedPair(c, b) for c, b in foldable_pairs(model) if not b.training]
+    return _installed(pairs) if pairs else contextlib.nullcontext([])
+
+
+@contextlib.contextmanager
+def _installed(pairs: list):
     installed = []
     try:
         for p in pairs:

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
-from ..attacks.modes import module_list, plain_module_type
+from ..attacks.modes import NULL_CONTEXT, module_list, plain_module_type
 
 # BatchNorm while a method attacks: "eval" (running statistics), "train" (batch statistics,
 # and every attack forward updates the running statistics, as in Wong et al.'s FastAT), or
@@ -240,7 +240,7 @@ class Method:
         mode = self.attack_bn if bn_mode is None else bn_mode
         if mode == "batch":
             return "train", frozen_running_stats(self.ctx.attack_model)
-        return mode, contextlib.nullcontext()
+        return mode, NULL_CONTEXT
 
     def attack(self, x: Tensor, y: Tensor, **overrides) -> Tensor:
         """``fastmix.attacks.pgd`` against ``ctx.attack_model`` with this method's eps,
