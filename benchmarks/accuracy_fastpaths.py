@@ -3,6 +3,7 @@ from the same seed, fp32 eager and with a fast path, then clean and PGD-20 accur
 the held-out set (the trainer's own evaluation, run in fp32 eager for both).
 
     python benchmarks/accuracy_fastpaths.py --epochs 10 --out benchmarks/results/x.json
+    python benchmarks/accuracy_fastpaths.py --base plain-sgd --fast fp32 --epochs 5 --out ...  # fused SGD
 
 Measurements only. The two runs of a method share the seed, data order and initial
 weights; they differ by the fast path's arithmetic (bf16 rounding, folded BatchNorm),
@@ -32,7 +33,9 @@ from fastmix.train import TrainConfig, Trainer  # noqa: E402
 METHODS = ("standard", "at", "trades", "gairat", "fastat", "avmixup", "iat", "ait", "at-mixup")
 FAST = {"bf16-cl-fold": {"amp": "bf16", "channels_last": True, "fold_bn": True},
         "bf16-cl": {"amp": "bf16", "channels_last": True, "fold_bn": False}, "fold": {"fold_bn": True},
-        "fp32": {"fold_bn": False}}
+        "fp32": {"fold_bn": False},
+        # torch's default SGD loop instead of the fused kernel (fastmix's default), unfolded
+        "plain-sgd": {"fold_bn": False, "fused_sgd": False}}
 
 
 def run(method: str, opts: dict, epochs: int, splits, tmp: str) -> dict:
@@ -55,7 +58,8 @@ def run(method: str, opts: dict, epochs: int, splits, tmp: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--fast", default="bf16-cl-fold", choices=[k for k in FAST if k != "fp32"])
+    ap.add_argument("--fast", default="bf16-cl-fold", choices=list(FAST))
+    ap.add_argument("--base", default="fp32", choices=list(FAST), help="what the fast path is compared with")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
@@ -64,16 +68,19 @@ def main(argv=None) -> int:
     splits = data.load("digits")
     rows = []
     for m in a.methods.split(","):
-        row = {"method": m, "epochs": a.epochs, "fast_path": a.fast}
-        for name in ("fp32", a.fast):
+        if a.base == a.fast:
+            raise SystemExit("--base and --fast must differ")
+        row = {"method": m, "epochs": a.epochs, "fast_path": a.fast, "base": a.base}
+        for name in (a.base, a.fast):
             with tempfile.TemporaryDirectory() as tmp:
                 row[name] = run(m, FAST[name], a.epochs, splits, tmp)
-        row["pgd20_change"] = row[a.fast]["pgd20"] - row["fp32"]["pgd20"]
-        row["clean_change"] = row[a.fast]["clean"] - row["fp32"]["clean"]
-        row["train_speedup"] = row["fp32"]["train_seconds"] / row[a.fast]["train_seconds"]
+        b = a.base
+        row["pgd20_change"] = row[a.fast]["pgd20"] - row[b]["pgd20"]
+        row["clean_change"] = row[a.fast]["clean"] - row[b]["clean"]
+        row["train_speedup"] = row[b]["train_seconds"] / row[a.fast]["train_seconds"]
         rows.append(row)
-        print(f"{m:9s} pgd20 fp32 {row['fp32']['pgd20']:.4f} {a.fast} {row[a.fast]['pgd20']:.4f} "
-              f"({row['pgd20_change']:+.4f}); clean {row['fp32']['clean']:.4f} -> {row[a.fast]['clean']:.4f}; "
+        print(f"{m:9s} pgd20 {b} {row[b]['pgd20']:.4f} {a.fast} {row[a.fast]['pgd20']:.4f} "
+              f"({row['pgd20_change']:+.4f}); clean {row[b]['clean']:.4f} -> {row[a.fast]['clean']:.4f}; "
               f"train time x{row['train_speedup']:.2f}", flush=True)
         with open(a.out, "w") as f:
             json.dump({"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

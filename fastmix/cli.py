@@ -96,6 +96,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--nesterov", action="store_true")
+    g.add_argument("--no-fused-sgd", action="store_true",
+                   help="step torch's default SGD loop instead of its fused kernel (bit-for-bit torch's results)")
     g.add_argument("--schedule", choices=KINDS, default="piecewise")
     g.add_argument("--milestones", type=_ints, help="piecewise: epochs after which lr *= gamma (default E/2,3E/4)")
     g.add_argument("--gamma", type=float, default=0.1)
@@ -183,7 +185,8 @@ def _config_from_flags(a) -> "TrainConfig":
         a.dataset, method=a.method, method_opts=opts, data_dir=a.data_dir,
         download=a.download, model=a.model, model_opts=_options(a.model_opt, "--model-opt"), epochs=a.epochs,
         batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay, nesterov=a.nesterov,
-        schedule=a.schedule, milestones=a.milestones, gamma=a.gamma, eps=a.eps, alpha=a.alpha, steps=a.steps,
+        fused_sgd=not a.no_fused_sgd, schedule=a.schedule, milestones=a.milestones, gamma=a.gamma, eps=a.eps,
+        alpha=a.alpha, steps=a.steps,
         eval_steps=a.eval_steps, eval_alpha=a.eval_alpha, eval_samples=a.eval_samples, eval_every=a.eval_every,
         amp=a.amp, channels_last=a.channels_last, compile=a.compile, seed=a.seed, deterministic=a.deterministic,
         out=a.out or os.path.join("runs", f"{a.dataset}-{a.method}"), resume=a.resume, stop_after=a.stop_after,

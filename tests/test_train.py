@@ -231,11 +231,23 @@ def test_fused_sgd_matches_default_sgd(nesterov):
 def test_trainer_uses_fused_sgd_and_keeps_it_after_resume(tmp_path, digits):
     Trainer(small(tmp_path, epochs=2, stop_after=1), digits).fit()
     st = load_checkpoint(str(tmp_path / "last.pt"))
-    for g in st["optimizer"]["param_groups"]:  # as written by a run without the fused kernel
+    for g in st["optimizer"]["param_groups"]:  # the groups name their writer's implementation
         g["fused"] = None
     torch.save(st, tmp_path / "last.pt")
     t = Trainer(small(tmp_path, epochs=2, resume=True), digits)
     assert all(g["fused"] is True for g in t.optimizer.param_groups)
+
+
+def test_fused_sgd_off_and_runs_from_before_the_option_keep_torchs_default_sgd(tmp_path, digits):
+    t = Trainer(small(tmp_path / "plain", fused_sgd=False), digits)
+    assert not t.optimizer.defaults["fused"]
+    Trainer(small(tmp_path / "old", epochs=2, stop_after=1), digits).fit()
+    st = load_checkpoint(str(tmp_path / "old" / "last.pt"))
+    del st["config"]["fused_sgd"]  # a checkpoint written before the option existed
+    torch.save(st, tmp_path / "old" / "last.pt")
+    t = Trainer(small(tmp_path / "old", epochs=2, resume=True), digits)
+    assert t.cfg.fused_sgd is False and not t.optimizer.defaults["fused"]
+    assert all(not g["fused"] for g in t.optimizer.param_groups)
 
 
 def test_make_sgd_falls_back_where_torch_refuses_fused(monkeypatch):

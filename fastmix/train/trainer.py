@@ -65,13 +65,14 @@ def make_sgd(params, **hparams) -> torch.optim.SGD:
     """``torch.optim.SGD(params, **hparams)`` with torch's fused kernel where every parameter
     allows it (floating point, on a device with fused optimiser kernels: CPU and CUDA).
 
-    Same update as torch's default per-parameter loop (bit-identical on the CPU:
-    ``tests/test_train.py::test_fused_sgd_matches_default_sgd``) in one kernel call instead of
-    a few Python-dispatched ops per parameter: on the CPU, 3.7x faster for the digits CNN's
-    13 parameters (1.68 ms -> 0.45 ms) and 2.6x for PreActResNet-18's 56, a few per cent
-    of a FastAT step (``benchmarks/bench_train.py``, provider ``naive-fusedsgd``). Falls
-    back to the default implementation otherwise (e.g. a parameter on a device without
-    fused kernels)."""
+    The same update rule as torch's default per-parameter loop (equal within float32
+    rounding: ``tests/test_train.py::test_fused_sgd_matches_default_sgd``; it may round
+    differently in the last bit, so a run is not bit-identical to one with the default
+    loop) in one kernel call instead of a few Python-dispatched ops per parameter: on the
+    CPU, 3.7x faster for the digits CNN's 13 parameters (1.68 ms -> 0.45 ms) and 2.6x for
+    PreActResNet-18's 56, 1.5-2% of a digits training step (``benchmarks/bench_train.py``,
+    provider ``naive-fusedsgd``). Falls back to the default implementation where torch
+    refuses the fused kernel (e.g. a parameter on a device without one)."""
     params = list(params)
     try:
         return torch.optim.SGD(params, **hparams, fused=True)
@@ -127,7 +128,9 @@ class Trainer:
         if self.resumed_from is not None:
             stored = self.resumed_from["config"]
             keep = {k: getattr(cfg, k) for k in TrainConfig.RESUME_FREE}
-            cfg = TrainConfig.from_dict({**stored, **keep})
+            # a run from before fused_sgd existed stepped torch's default SGD: continue it so
+            old = {} if "fused_sgd" in stored else {"fused_sgd": False}
+            cfg = TrainConfig.from_dict({**stored, **old, **keep})
         self.cfg = cfg
         # CPU results depend on the thread count: record the one used (a resume reuses it);
         # it is set, like the other process-wide switches, only while fit() runs
@@ -164,8 +167,9 @@ class Trainer:
                       self.heldout.labels[:n_probe].to(self.device))
 
         self.attack_model, self.train_model = self._wrap(self.module)
-        self.optimizer = make_sgd(self.module.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                  weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        hp = dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        self.optimizer = (make_sgd(self.module.parameters(), **hp) if cfg.fused_sgd
+                          else torch.optim.SGD(self.module.parameters(), **hp))
         self.schedule = LRSchedule(cfg.schedule, cfg.lr, cfg.epochs, len(self.loader),
                                    milestones=cfg.milestones, gamma=cfg.gamma)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
