@@ -80,6 +80,7 @@ def _sync():
 VARIANTS = {
     "fastmix": {},  # the defaults: fp32 eager, BatchNorm folded in eval-mode attacks (fold_bn=None)
     "fastmix-nofold": {"fold_bn": False},
+    "fastmix-plainsgd": {"fused_sgd": False},  # torch's default SGD loop instead of the fused kernel
     "fastmix-bf16": {"amp": "bf16"},
     "fastmix-cl": {"channels_last": True},
     "fastmix-bf16-cl": {"amp": "bf16", "channels_last": True},  # (folded too, by default)
