@@ -529,6 +529,9 @@ def test_an_unexpected_failure_is_a_traceback_with_exit_code_1(monkeypatch):
 
 INTERRUPT = """
 import os, signal, sys
+# as in a terminal: a process started in the background of a non-interactive shell (a CI
+# runner's `cmd &`) inherits SIGINT ignored, and Python then installs no handler for it
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from fastmix.train import checkpoint
 checkpoint.set_write_hook(lambda stage, path: os.kill(os.getpid(), signal.SIGINT) if stage == "last-written"
                           else None)  # a real Ctrl-C, delivered right after epoch 1's checkpoint
