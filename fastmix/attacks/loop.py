@@ -16,7 +16,7 @@ from ..ops._random_start import random_start_unchecked
 from ..ops.target import SoftTarget, repeat_target
 from . import graphs
 from .losses import check_target
-from .modes import NULL_CONTEXT, autocast_context
+from .modes import autocast_context
 
 __all__ = ["AttackResult", "input_grad", "Loop", "run"]
 
@@ -54,7 +54,7 @@ def input_grad(fwd, loss_fn, x: Tensor, target, *, amp=None, check=False, eot: i
     B = x.shape[0]
     eot_batch = eot if eot_batch is None else eot_batch
     grad = loss_sum = out0 = None
-    with NULL_CONTEXT if torch.is_grad_enabled() else torch.enable_grad():
+    with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         done = 0
         while done < eot:  # host-side loop over chunks of draws
@@ -127,7 +127,7 @@ class Loop:
         else:
             x = x_nat.clone()
         kappa = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device) if self.count else None
-        update = stepper_unchecked(x_nat, eps, alpha * self.sign if self.sign != 1.0 else alpha, code)
+        update = stepper_unchecked(x_nat, eps, alpha * self.sign, code)
         for k in range(self.steps):
             g, out, _ = input_grad(self.fwd, self.loss_fn, x, target, amp=self.amp, need_loss=False,
                                    check=check and k == 0, **self.eot)

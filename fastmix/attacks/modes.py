@@ -90,10 +90,9 @@ class attack_mode:
     restored on exit, also when the body raises. Use as ``with attack_mode(model, mode):``.
 
     It is entered once per attack call, also inside a training step, so it costs a small
-    fraction of ``model.eval(); model.train()``: one walk of the module tree, flags read
-    and written in place (through ``Module.train`` only where a module overrides it), and
-    only the parameters it froze are unfrozen. (A class, not a generator context: fewer
-    Python frames per call.)"""
+    fraction of ``model.eval(); model.train()``: one walk of the module tree
+    (:func:`module_list`), flags written in place (through ``Module.train`` only where a
+    module overrides it), and only the parameters it froze are unfrozen."""
 
     __slots__ = ("model", "mode", "modules", "training", "frozen")
 
@@ -102,22 +101,10 @@ class attack_mode:
 
     def __enter__(self) -> nn.Module:
         model, mode = self.model, self.mode
-        # one pass over the tree (this runs inside every training step): modules, their
-        # flags, the parameters to freeze, and whether every module keeps Module.train
-        modules, seen, training, frozen, i, plain = [model], {id(model)}, [], [], 0, True
-        while i < len(modules):
-            m = modules[i]
-            for c in m._modules.values():
-                if c is not None and id(c) not in seen:
-                    seen.add(id(c))
-                    modules.append(c)
-            training.append(m.training)
-            for p in m._parameters.values():
-                if p is not None and p.requires_grad:
-                    frozen.append(p)
-            if plain and type(m).train is not _MODULE_TRAIN:
-                plain = False
-            i += 1
+        modules = module_list(model)
+        training = [m.training for m in modules]
+        frozen = [p for m in modules for p in m._parameters.values() if p is not None and p.requires_grad]
+        plain = all(type(m).train is _MODULE_TRAIN for m in modules)
         self.modules, self.training, self.frozen = modules, training, frozen
         try:
             for p in frozen:

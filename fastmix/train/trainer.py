@@ -71,8 +71,9 @@ def make_sgd(params, **hparams) -> torch.optim.SGD:
     loop) in one kernel call instead of a few Python-dispatched ops per parameter: on the
     CPU, 3.7x faster for the CNN's 13 parameters (built for 3x32x32 inputs: 1.68 ms ->
     0.45 ms) and 2.6x for PreActResNet-18's 56, 1.5-2% of a digits training step
-    (``benchmarks/bench_train.py``, provider ``naive-fusedsgd``). Falls back to the default implementation where torch
-    refuses the fused kernel (e.g. a parameter on a device without one)."""
+    (``benchmarks/bench_train.py``, provider ``naive-fusedsgd``). Falls back to the default
+    implementation where torch refuses the fused kernel (e.g. a parameter on a device
+    without one)."""
     params = list(params)
     try:
         return torch.optim.SGD(params, **hparams, fused=True)
